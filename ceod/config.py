@@ -1,0 +1,136 @@
+"""YAML configs validated against dataclass schemas, with errors that name the bad key."""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal, TypeVar, get_args, get_origin
+
+import yaml
+
+from ceod.errors import CeodError
+
+T = TypeVar("T")
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+class ConfigError(CeodError, ValueError):
+    """A config file or override is invalid; the message names the key and what to do."""
+
+
+def _check_value(key: str, value: Any, annotation: Any) -> Any:
+    origin = get_origin(annotation)
+    if origin is Literal:
+        allowed = get_args(annotation)
+        if value not in allowed:
+            raise ConfigError(f"config key '{key}': {value!r} is not one of {list(allowed)}")
+        return value
+    if origin in (typing.Union, types.UnionType):
+        options = get_args(annotation)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _check_value(key, value, option)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0] if errors else f"config key '{key}': bad value {value!r}")
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"config key '{key}': expected a list, got {value!r}")
+        inner = get_args(annotation)
+        item_type = inner[0] if inner else Any
+        items = [_check_value(f"{key}[{i}]", v, item_type) for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if origin is dict or annotation is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key '{key}': expected a mapping, got {value!r}")
+        return dict(value)
+    if dataclasses.is_dataclass(annotation):
+        if isinstance(value, annotation):
+            return value
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key '{key}': expected a mapping, got {value!r}")
+        return from_dict(annotation, value, prefix=f"{key}.")
+    if annotation is Any:
+        return value
+    if annotation is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"config key '{key}': expected true/false, got {value!r}")
+        return value
+    if annotation is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"config key '{key}': expected a number, got {value!r}")
+        return float(value)
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"config key '{key}': expected an integer, got {value!r}")
+        return value
+    if annotation is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"config key '{key}': expected a string, got {value!r}")
+        return value
+    return value
+
+
+def from_dict(schema: type[T], data: dict[str, Any], prefix: str = "") -> T:
+    """Build dataclass `schema` from `data`, rejecting unknown keys and wrong types."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"config section '{prefix.rstrip('.') or '<root>'}' must be a mapping")
+    hints = typing.get_type_hints(schema)
+    fields = {f.name: f for f in dataclasses.fields(schema)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(
+            f"unknown config key '{prefix}{unknown[0]}' (known keys here: {', '.join(sorted(fields))})"
+        )
+    kwargs = {name: _check_value(prefix + name, value, hints[name]) for name, value in data.items()}
+    try:
+        obj = schema(**kwargs)
+    except TypeError as exc:  # a required key is missing
+        raise ConfigError(f"config section '{prefix.rstrip('.') or '<root>'}': {exc}") from None
+    validate = getattr(obj, "validate", None)
+    if callable(validate):
+        validate()
+    return obj
+
+
+def to_dict(obj: Any) -> dict[str, Any]:
+    """Plain-dict form of a config dataclass (for checkpoints and metrics.json)."""
+    return dataclasses.asdict(obj)
+
+
+def apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """Set dotted keys (`train.epochs`) in a nested dict; None values are ignored."""
+    for dotted, value in overrides.items():
+        if value is None:
+            continue
+        node = data
+        parts = dotted.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    return data
+
+
+def load_config(schema: type[T], path: str | Path | None, default_name: str,
+                overrides: dict[str, Any] | None = None) -> T:
+    """Load a YAML config (or the packaged default `configs/<default_name>`) into `schema`."""
+    cfg_path = Path(path) if path else CONFIG_DIR / default_name
+    if not cfg_path.is_file():
+        raise ConfigError(f"config file not found: {cfg_path} (pass --config PATH to a YAML file)")
+    try:
+        data = yaml.safe_load(cfg_path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{cfg_path}: not valid YAML: {exc}") from None
+    data = apply_overrides(data, overrides or {})
+    try:
+        return from_dict(schema, data)
+    except ConfigError as exc:
+        raise ConfigError(f"{cfg_path}: {exc}") from None

@@ -1,0 +1,312 @@
+"""The dataset contract every stage reads: DATASET/manifest.csv + the files it names (DESIGN §3).
+
+No torch here: the runtime and `ceod data check` use it too.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+from ceod import CLASS_NAMES
+from ceod.errors import CeodError
+from ceod.imageio import ImageDecodeError, read_image, read_mask, resize_image, resize_mask
+
+log = logging.getLogger(__name__)
+
+REQUIRED_COLUMNS = ("image", "aoi", "label")
+LABELS = {name: index for index, name in enumerate(CLASS_NAMES)}
+
+
+class DatasetError(CeodError, ValueError):
+    """The dataset is unusable as given; the message names the row and the file."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One manifest row, paths resolved against the dataset folder."""
+
+    row: int  # 1-based data row (the header is not counted)
+    image: Path
+    aoi: Path | None
+    split: str
+    label: int  # index into CLASS_NAMES
+    defect_mask: Path | None = None
+    extra: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
+
+
+@dataclass
+class BadRow:
+    """A row that failed a check, with the file and the reason."""
+
+    row: int
+    file: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"manifest row {self.row}: {self.file}: {self.reason}"
+
+
+@dataclass
+class Manifest:
+    """The rows of a dataset that passed the cheap checks, and those that did not."""
+
+    root: Path
+    samples: list[Sample]
+    bad: list[BadRow]
+    split_column: str
+    columns: list[str]
+
+    def split(self, *names: str) -> list[Sample]:
+        wanted = set(names)
+        return [s for s in self.samples if s.split in wanted]
+
+    @property
+    def splits(self) -> list[str]:
+        return sorted({s.split for s in self.samples})
+
+
+def _resolve(root: Path, rel: str) -> Path:
+    """Resolve a manifest path, refusing anything that escapes the dataset folder."""
+    path = (root / rel).resolve()
+    if not path.is_relative_to(root.resolve()):
+        raise ValueError("path escapes the dataset folder")
+    return path
+
+
+def _fail(bad: list[BadRow], skip_bad: bool, what: str) -> None:
+    if not bad:
+        return
+    if skip_bad:
+        log.warning("skipped %d bad row(s) %s; first: %s", len(bad), what, bad[0])
+        return
+    more = f" (and {len(bad) - 1} more; `ceod data check` lists them all)" if len(bad) > 1 else ""
+    raise DatasetError(f"{bad[0]}{more}. Fix the row, or pass --skip-bad to skip bad rows.")
+
+
+def read_manifest(root: str | Path, split_column: str = "split", skip_bad: bool = False,
+                  require_aoi: bool = False, collect_only: bool = False) -> Manifest:
+    """Parse and check DATASET/manifest.csv without decoding images.
+
+    Args:
+        root: dataset folder.
+        split_column: the column that holds the split (e.g. ``split_grouped``).
+        skip_bad: drop bad rows with a warning and a count instead of raising.
+        require_aoi: treat an empty ``aoi`` cell as a bad row.
+        collect_only: never raise for bad rows; return them in ``Manifest.bad``.
+    """
+    root = Path(root)
+    manifest_path = root / "manifest.csv"
+    if not manifest_path.is_file():
+        raise DatasetError(f"{manifest_path} not found: a dataset is a folder with manifest.csv "
+                           "(columns image,aoi,split,label[,defect_mask]); `ceod synth` makes one")
+    with manifest_path.open(newline="") as fh:
+        reader = csv.DictReader(fh)
+        columns = list(reader.fieldnames or [])
+        missing = [c for c in (*REQUIRED_COLUMNS, split_column) if c not in columns]
+        if missing:
+            hint = f" (columns present: {', '.join(columns)})"
+            raise DatasetError(f"{manifest_path}: missing column(s) {', '.join(missing)}{hint}")
+        rows = list(reader)
+    samples: list[Sample] = []
+    bad: list[BadRow] = []
+    for index, row in enumerate(rows, start=1):
+        image_rel = (row.get("image") or "").strip()
+        label = (row.get("label") or "").strip()
+        try:
+            if not image_rel:
+                raise _Bad("<empty>", "empty image path")
+            if label not in LABELS:
+                raise _Bad(image_rel, f"label {label!r} is not one of {list(LABELS)}")
+            paths: dict[str, Path | None] = {}
+            for column in ("image", "aoi", "defect_mask"):
+                rel = (row.get(column) or "").strip()
+                if not rel:
+                    if column == "image" or (column == "aoi" and require_aoi):
+                        raise _Bad(image_rel, f"empty {column} path")
+                    paths[column] = None
+                    continue
+                try:
+                    paths[column] = _resolve(root, rel)
+                except ValueError as exc:
+                    raise _Bad(rel, str(exc)) from None
+                if not paths[column].is_file():
+                    raise _Bad(rel, f"{column} file does not exist")
+        except _Bad as exc:
+            bad.append(BadRow(index, exc.file, exc.reason))
+            continue
+        extra = {k: v for k, v in row.items() if k not in ("image", "aoi", "label", "defect_mask")}
+        samples.append(Sample(index, paths["image"], paths["aoi"], (row.get(split_column) or "").strip(),
+                              LABELS[label], paths["defect_mask"], extra))
+    if not collect_only:
+        _fail(bad, skip_bad, f"in {manifest_path}")
+    return Manifest(root, samples, bad, split_column, columns)
+
+
+class _Bad(Exception):
+    def __init__(self, file: str, reason: str) -> None:
+        super().__init__(reason)
+        self.file, self.reason = file, reason
+
+
+def _rel(sample: Sample, path: Path, root: Path | None) -> str:
+    try:
+        return str(path.relative_to(root.resolve())) if root else str(path)
+    except ValueError:
+        return str(path)
+
+
+def load_sample(sample: Sample, size: int | None = None, root: Path | None = None
+                ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """Decode one row: RGB uint8 image, {0,1} AOI and defect masks (None where absent).
+
+    Raises DatasetError naming the row and file for unreadable images and size mismatches.
+    """
+    try:
+        image = read_image(sample.image)
+    except ImageDecodeError as exc:
+        raise DatasetError(str(BadRow(sample.row, _rel(sample, sample.image, root), str(exc)))) from None
+    masks: list[np.ndarray | None] = []
+    for path in (sample.aoi, sample.defect_mask):
+        if path is None:
+            masks.append(None)
+            continue
+        try:
+            mask = read_mask(path)
+        except ImageDecodeError as exc:
+            raise DatasetError(str(BadRow(sample.row, _rel(sample, path, root), str(exc)))) from None
+        if mask.shape[:2] != image.shape[:2]:
+            reason = f"mask size {mask.shape[1]}x{mask.shape[0]} differs from image {image.shape[1]}x{image.shape[0]}"
+            raise DatasetError(str(BadRow(sample.row, _rel(sample, path, root), reason)))
+        masks.append(mask)
+    if size is not None:
+        image = resize_image(image, size)
+        masks = [None if m is None else resize_mask(m, size) for m in masks]
+    return image, masks[0], masks[1]
+
+
+@dataclass
+class LoadedSplit:
+    """Decoded, resized rows held in memory (small enough here; saves decoding every epoch)."""
+
+    samples: list[Sample]
+    images: np.ndarray  # [N,S,S,3] uint8 RGB
+    aoi: np.ndarray  # [N,S,S] uint8 {0,1}; all ones where the row has no AOI
+    has_aoi: np.ndarray  # [N] bool
+    labels: np.ndarray  # [N] int64
+    defects: np.ndarray | None = None  # [N,S,S] uint8 or None if no row has one
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def subset(self, index: Iterable[int]) -> "LoadedSplit":
+        idx = np.asarray(list(index), dtype=np.int64)
+        return LoadedSplit([self.samples[i] for i in idx], self.images[idx], self.aoi[idx],
+                           self.has_aoi[idx], self.labels[idx],
+                           None if self.defects is None else self.defects[idx])
+
+
+def load_split(samples: list[Sample], size: int, skip_bad: bool = False, root: Path | None = None,
+               progress: bool = False, desc: str = "loading") -> LoadedSplit:
+    """Decode and resize rows in parallel threads; bad rows raise or are skipped with a count."""
+    if not samples:
+        raise DatasetError("no rows to load: check the split name and the --split-column")
+
+    def work(sample: Sample):
+        try:
+            return load_sample(sample, size, root)
+        except DatasetError as exc:
+            return exc
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = pool.map(work, samples)
+        if progress:
+            from ceod.progress import progress_bar
+            results = progress_bar(results, total=len(samples), desc=desc)
+        results = list(results)
+    errors = [r for r in results if isinstance(r, DatasetError)]
+    if errors and not skip_bad:
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        raise DatasetError(f"{errors[0]}{more}. Fix the row, or pass --skip-bad to skip bad rows.")
+    if errors:
+        log.warning("skipped %d unreadable row(s); first: %s", len(errors), errors[0])
+    keep = [(s, r) for s, r in zip(samples, results) if not isinstance(r, DatasetError)]
+    if not keep:
+        raise DatasetError("every row failed to load")
+    images = np.stack([r[0] for _, r in keep])
+    has_aoi = np.array([r[1] is not None for _, r in keep])
+    aoi = np.stack([r[1] if r[1] is not None else np.ones((size, size), np.uint8) for _, r in keep])
+    any_defect = any(r[2] is not None for _, r in keep)
+    defects = (np.stack([r[2] if r[2] is not None else np.zeros((size, size), np.uint8) for _, r in keep])
+               if any_defect else None)
+    labels = np.array([s.label for s, _ in keep], dtype=np.int64)
+    return LoadedSplit([s for s, _ in keep], images, aoi, has_aoi, labels, defects)
+
+
+def fingerprint(samples: list[Sample]) -> str:
+    """A short hash of which files, labels and splits a model was trained on (for metadata)."""
+    digest = hashlib.sha256()
+    for s in sorted(samples, key=lambda s: str(s.image)):
+        size = s.image.stat().st_size if s.image.exists() else -1
+        digest.update(f"{s.image.name}|{size}|{s.label}|{s.split}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+@dataclass
+class CheckReport:
+    """What `ceod data check` prints."""
+
+    counts: dict[str, dict[str, int]]
+    aoi_coverage: dict[str, dict[str, float]]
+    bad: list[BadRow]
+    rows: int
+
+    @property
+    def ok(self) -> bool:
+        return not self.bad
+
+
+def check_dataset(root: str | Path, split_column: str = "split", progress: bool = True) -> CheckReport:
+    """Decode every row and report counts, AOI coverage and every bad row."""
+    root = Path(root)
+    manifest = read_manifest(root, split_column=split_column, collect_only=True)
+    bad = list(manifest.bad)
+    coverage: dict[str, list[float]] = {}
+    good: list[Sample] = []
+
+    def work(sample: Sample):
+        try:
+            image, aoi, _ = load_sample(sample, None, root)
+        except DatasetError as exc:
+            return exc
+        return None if aoi is None else float(aoi.mean())
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = pool.map(work, manifest.samples)
+        if progress:
+            from ceod.progress import progress_bar
+            results = progress_bar(results, total=len(manifest.samples), desc="checking")
+        for sample, result in zip(manifest.samples, results):
+            if isinstance(result, DatasetError):
+                msg = str(result)
+                file, reason = msg.split(": ", 2)[1:] if msg.count(": ") >= 2 else (str(sample.image), msg)
+                bad.append(BadRow(sample.row, file, reason))
+                continue
+            good.append(sample)
+            if result is not None:
+                coverage.setdefault(sample.split, []).append(result)
+    counts: dict[str, dict[str, int]] = {}
+    for s in good:
+        per = counts.setdefault(s.split, {name: 0 for name in CLASS_NAMES})
+        per[CLASS_NAMES[s.label]] += 1
+    cov = {split: {"mean": float(np.mean(v)), "min": float(np.min(v)), "max": float(np.max(v)),
+                   "n": len(v)} for split, v in coverage.items()}
+    bad.sort(key=lambda b: b.row)
+    return CheckReport(counts, cov, bad, len(manifest.samples) + len(manifest.bad))

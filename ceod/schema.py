@@ -1,0 +1,40 @@
+"""Config pieces both trainers share (data selection and the optimiser)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ceod.config import ConfigError
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 12
+    batch_size: int = 32
+    lr: float = 0.002
+    weight_decay: float = 0.0001
+
+    def validate(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
+            raise ConfigError("config keys 'train.epochs', 'train.batch_size' must be >= 1 and 'train.lr' > 0")
+
+
+@dataclass
+class DataConfig:
+    """Fields every stage config starts with: input geometry, normalisation, splits."""
+
+    input_size: int = 128
+    mean: list[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
+    std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
+    split_column: str = "split"
+    train_split: str = "train"
+    val_split: str = "val"
+    val_fraction: float = 0.15
+
+    def validate(self) -> None:
+        if not 16 <= self.input_size <= 2048 or self.input_size % 8:
+            raise ConfigError("config key 'input_size': must be a multiple of 8 between 16 and 2048")
+        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
+            raise ConfigError("config keys 'mean'/'std': three values each, std > 0")
+        if not 0 < self.val_fraction < 1:
+            raise ConfigError("config key 'val_fraction': must lie in (0, 1)")

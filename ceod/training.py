@@ -1,0 +1,219 @@
+"""The training loop both trainers share: epochs, progress, NaN guard, best/last checkpoints,
+resume, DDP, metrics.json and curves. Trainers supply a step and a validation function."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from ceod.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from ceod.errors import CeodError
+from ceod.distributed import DistContext, all_reduce_mean, barrier
+
+
+class TrainingDiverged(CeodError, RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def ensure_writable(folder: str | Path) -> Path:
+    """Fail at start, not after an hour of training, when the run folder cannot be written."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / ".write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as exc:
+        raise PermissionError(f"cannot write to output folder {folder}: {exc.strerror}; "
+                              "choose a writable --out") from None
+    return folder
+
+
+@dataclass
+class FitSpec:
+    """What a trainer hands to `fit`."""
+
+    kind: str  # "segmenter" | "classifier"
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    loader: torch.utils.data.DataLoader
+    epochs: int
+    seed: int
+    # step(model, batch, epoch) -> (loss, {name: float}) for one batch
+    step: Callable[[nn.Module, Any, int], tuple[torch.Tensor, dict[str, float]]]
+    # validate(model) -> {name: float}; its `monitor` entry chooses the best checkpoint
+    validate: Callable[[nn.Module], dict[str, float]]
+    monitor: str
+    out: Path
+    config: dict[str, Any]
+    meta: Callable[[dict[str, float]], dict[str, Any]]  # metadata for the checkpoint, from val metrics
+    augment: Any = None
+    resume: Path | None = None
+    force_resume: bool = False
+    ctx: DistContext = field(default_factory=DistContext)
+    progress: bool = True
+    on_epoch_end: Callable[[int], None] | None = None  # e.g. a fault-injection hook in tests
+
+
+def _epoch_seed(seed: int, epoch: int, rank: int) -> int:
+    return (seed * 1_000_003 + epoch * 101 + rank) % 2**31
+
+
+def _restore(spec: FitSpec, model: nn.Module) -> tuple[int, list[dict], float]:
+    """Load `last.pt` of a run to continue it; refuse a different config or dataset unless forced."""
+    path = Path(spec.resume) / "last.pt" if Path(spec.resume).is_dir() else Path(spec.resume)
+    payload = load_checkpoint(path, spec.kind)
+    state = payload.get("train_state")
+    if state is None:
+        raise CheckpointError(f"{path} has no training state to resume from")
+    if not spec.force_resume:
+        old_cfg, new_cfg = payload["config"], spec.config
+        ignore = {"epochs"}
+        diff = sorted(k for k in set(old_cfg) | set(new_cfg)
+                      if k not in ignore and old_cfg.get(k) != new_cfg.get(k))
+        if diff:
+            raise CheckpointError(f"cannot resume {path}: config differs in {diff}; pass --force to resume anyway")
+        old_fp, new_fp = payload["meta"].get("data_fingerprint"), spec.meta({}).get("data_fingerprint")
+        if old_fp != new_fp:
+            raise CheckpointError(f"cannot resume {path}: dataset fingerprint {old_fp} != {new_fp}; "
+                                  "pass --force to resume anyway")
+    model.load_state_dict(payload["state_dict"])
+    spec.optimizer.load_state_dict(state["optimizer"])
+    spec.scheduler.load_state_dict(state["scheduler"])
+    return int(state["epoch"]) + 1, list(state["history"]), float(state["best"])
+
+
+def fit(spec: FitSpec) -> dict[str, Any]:
+    """Train for spec.epochs; returns {"history", "best", "best_epoch", "seconds"}."""
+    ctx = spec.ctx
+    model = spec.model.to(ctx.device)
+    raw = model
+    start_epoch, history, best = 0, [], -math.inf
+    if spec.resume:
+        start_epoch, history, best = _restore(spec, raw)
+    if ctx.enabled:
+        model = nn.parallel.DistributedDataParallel(
+            raw, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
+    best_epoch = max((h["epoch"] for h in history if h.get(spec.monitor) == best), default=-1)
+    started = time.perf_counter()
+    global_step = start_epoch * len(spec.loader)
+    for epoch in range(start_epoch, spec.epochs):
+        # RNG is derived from (seed, epoch, rank), so a resumed run replays the same epoch exactly.
+        seed = _epoch_seed(spec.seed, epoch, ctx.rank)
+        torch.manual_seed(seed)
+        np.random.seed(seed)
+        random.seed(seed)
+        if spec.augment is not None and hasattr(spec.augment, "set_random_seed"):
+            spec.augment.set_random_seed(seed)
+        sampler = spec.loader.sampler
+        if hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(epoch)
+        generator = getattr(spec.loader, "generator", None)
+        if generator is not None:
+            generator.manual_seed(seed)
+        model.train()
+        sums: dict[str, float] = {}
+        count = 0
+        epoch_start = time.perf_counter()
+        from ceod.progress import progress_bar
+        batches = progress_bar(spec.loader, total=len(spec.loader), desc=f"epoch {epoch + 1}/{spec.epochs}",
+                               disable=not (spec.progress and ctx.is_main))
+        for batch in batches:
+            loss, logs = spec.step(model, batch, epoch)
+            if not torch.isfinite(loss):
+                raise TrainingDiverged(
+                    f"loss is {loss.item()} at epoch {epoch + 1}, step {global_step} "
+                    f"(logs {logs}); the last good checkpoint is kept in {spec.out}. "
+                    "Lower the learning rate or the CEOD weight.")
+            spec.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            spec.optimizer.step()
+            spec.scheduler.step()
+            global_step += 1
+            for k, v in logs.items():
+                sums[k] = sums.get(k, 0.0) + v
+            count += 1
+        train_logs = all_reduce_mean({f"train_{k}": v / max(count, 1) for k, v in sums.items()}, ctx)
+        val = spec.validate(raw)
+        record = {"epoch": epoch, **train_logs, **val,
+                  "epoch_seconds": round(time.perf_counter() - epoch_start, 2),
+                  "lr": spec.scheduler.get_last_lr()[0]}
+        history.append(record)
+        improved = val[spec.monitor] > best
+        if improved:
+            best, best_epoch = val[spec.monitor], epoch
+        if ctx.is_main:
+            state = {k: v.detach().cpu() for k, v in raw.state_dict().items()}
+            meta = spec.meta(val)
+            if improved:
+                save_checkpoint(spec.out / "best.pt", spec.kind, state, spec.config, meta)
+            save_checkpoint(spec.out / "last.pt", spec.kind, state, spec.config, meta, train_state={
+                "optimizer": spec.optimizer.state_dict(), "scheduler": spec.scheduler.state_dict(),
+                "epoch": epoch, "history": history, "best": best})
+            write_history(spec.out, history, spec.monitor)
+            summary = " ".join(f"{k}={v:.4f}" for k, v in record.items()
+                               if isinstance(v, float) and k not in ("lr",))
+            print(f"[{spec.kind}] epoch {epoch + 1}/{spec.epochs} {summary}", flush=True)
+        barrier(ctx)
+        if spec.on_epoch_end is not None:
+            spec.on_epoch_end(epoch)
+    return {"history": history, "best": best, "best_epoch": best_epoch,
+            "seconds": round(time.perf_counter() - started, 2)}
+
+
+def write_history(out: Path, history: list[dict], monitor: str) -> None:
+    """history.json and curves.png (one panel per logged quantity family)."""
+    (out / "history.json").write_text(json.dumps(history, indent=1))
+    try:
+        plot_curves(history, out / "curves.png", monitor)
+    except Exception as exc:  # a plot must never kill a training run
+        print(f"warning: could not draw curves: {exc}")
+
+
+def plot_curves(history: list[dict], path: Path, monitor: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = [k for k in history[0] if k not in ("epoch", "epoch_seconds", "lr")
+            and isinstance(history[0][k], (int, float))]
+    losses = [k for k in keys if k.startswith("train_")]
+    metrics = [k for k in keys if not k.startswith("train_")]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    epochs = [h["epoch"] + 1 for h in history]
+    for ax, group, title in ((axes[0], losses, "training loss terms"), (axes[1], metrics, "validation")):
+        for k in group:
+            ax.plot(epochs, [h.get(k, float("nan")) for h in history], marker="o", ms=3,
+                    label=k, lw=2.5 if k == monitor else 1.2)
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        if group:
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_json(path: Path, data: dict) -> None:
+    """Write JSON atomically (temp + rename)."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=float))
+    os.replace(tmp, path)

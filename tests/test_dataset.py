@@ -1,0 +1,116 @@
+import csv
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from ceod.dataset import DatasetError, check_dataset, load_split, read_manifest
+from ceod.imageio import read_image
+
+
+def _copy(tiny: Path, tmp: Path) -> Path:
+    dst = tmp / "ds"
+    shutil.copytree(tiny, dst)
+    return dst
+
+
+def _rows(ds: Path) -> list[dict]:
+    with (ds / "manifest.csv").open() as fh:
+        return list(csv.DictReader(fh))
+
+
+def _write(ds: Path, rows: list[dict]) -> None:
+    with (ds / "manifest.csv").open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+
+
+def test_reads_all_rows(tiny_dataset):
+    m = read_manifest(tiny_dataset)
+    assert len(m.samples) == 128 and not m.bad
+    assert set(m.splits) == {"train", "val", "test", "test_shift", "test_anti"}
+
+
+def test_missing_column_is_named(tmp_path, tiny_dataset):
+    ds = _copy(tiny_dataset, tmp_path)
+    rows = [{k: v for k, v in r.items() if k != "label"} for r in _rows(ds)]
+    _write(ds, rows)
+    with pytest.raises(DatasetError, match="missing column.*label"):
+        read_manifest(ds)
+
+
+@pytest.mark.parametrize("kind, match", [
+    ("missing_file", "does not exist"),
+    ("bad_label", "label 'broken'"),
+    ("escape", "escapes the dataset folder"),
+])
+def test_cheap_bad_rows_name_row_and_file(tmp_path, tiny_dataset, kind, match):
+    ds = _copy(tiny_dataset, tmp_path)
+    rows = _rows(ds)
+    if kind == "missing_file":
+        rows[3]["image"] = "images/nope.png"
+    elif kind == "bad_label":
+        rows[3]["label"] = "broken"
+    else:
+        rows[3]["aoi"] = "../../etc/passwd"
+    _write(ds, rows)
+    with pytest.raises(DatasetError, match=f"manifest row 4: .*{match}"):
+        read_manifest(ds)
+    skipped = read_manifest(ds, skip_bad=True)
+    assert len(skipped.samples) == len(rows) - 1 and len(skipped.bad) == 1
+
+
+@pytest.mark.parametrize("kind, match", [
+    ("unreadable", "not a decodable image"),
+    ("zero_bytes", "zero-byte"),
+    ("mask_size", "mask size 10x10 differs"),
+])
+def test_decode_bad_rows(tmp_path, tiny_dataset, kind, match):
+    ds = _copy(tiny_dataset, tmp_path)
+    rows = _rows(ds)
+    target = ds / rows[5]["image"]
+    if kind == "unreadable":
+        target.write_bytes(b"this is not an image" * 10)
+    elif kind == "zero_bytes":
+        target.write_bytes(b"")
+    else:
+        cv2.imwrite(str(ds / rows[5]["aoi"]), np.zeros((10, 10), np.uint8))
+    m = read_manifest(ds)
+    with pytest.raises(DatasetError, match=f"manifest row 6: .*{match}"):
+        load_split(m.samples, 32)
+    loaded = load_split(m.samples, 32, skip_bad=True)
+    assert len(loaded) == len(rows) - 1
+    report = check_dataset(ds, progress=False)
+    assert [b.row for b in report.bad] == [6] and not report.ok
+
+
+@pytest.mark.parametrize("make", ["gray", "rgba", "u16"])
+def test_images_normalised_to_rgb_uint8(tmp_path, make):
+    base = np.random.default_rng(0).integers(0, 255, (20, 30), dtype=np.uint8)
+    img = {"gray": base, "rgba": np.dstack([base] * 3 + [np.full_like(base, 255)]),
+           "u16": base.astype(np.uint16) * 257}[make]
+    path = tmp_path / f"x_{make}.png"
+    cv2.imwrite(str(path), img)
+    out = read_image(path)
+    assert out.shape == (20, 30, 3) and out.dtype == np.uint8
+    assert np.array_equal(out[..., 0], base)
+
+
+def test_loaded_split_shapes(tiny_dataset):
+    m = read_manifest(tiny_dataset)
+    data = load_split(m.split("train"), 32)
+    assert data.images.shape == (64, 32, 32, 3)
+    assert set(np.unique(data.aoi)) <= {0, 1} and data.has_aoi.all()
+    # defect masks lie inside the AOI
+    assert ((data.defects > 0) & (data.aoi == 0)).sum() <= 0.02 * (data.defects > 0).sum() + 1
+
+
+def test_casting_counts_match_its_readme(casting):
+    report = check_dataset(casting, progress=False)
+    assert report.ok
+    assert report.counts == {"train": {"ok": 2875, "def": 3758}, "test": {"ok": 198, "def": 453}}
+    grouped = read_manifest(casting, split_column="split_grouped")
+    assert sum(s.split == "test" for s in grouped.samples) == 1084
