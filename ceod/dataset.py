@@ -310,3 +310,45 @@ def check_dataset(root: str | Path, split_column: str = "split", progress: bool 
                    "n": len(v)} for split, v in coverage.items()}
     bad.sort(key=lambda b: b.row)
     return CheckReport(counts, cov, bad, len(manifest.samples) + len(manifest.bad))
+
+
+def select(manifest: Manifest, split: str, filters: dict[str, str] | None = None) -> list[Sample]:
+    """Rows of one split that match every `column=value` filter (e.g. aoi_status=ok)."""
+    rows = manifest.split(split)
+    for column, value in (filters or {}).items():
+        if column not in manifest.columns:
+            raise DatasetError(f"filter column '{column}' is not in the manifest ({', '.join(manifest.columns)})")
+        rows = [s for s in rows if s.extra.get(column) == value]
+    return rows
+
+
+def train_val(manifest: Manifest, train_split: str, val_split: str, val_fraction: float,
+              filters: dict[str, str] | None = None, seed: int = 0) -> tuple[list[Sample], list[Sample]]:
+    """The training and validation rows. Without a val split, hold out val_fraction of train,
+    whole `group`s at a time where the manifest has that column (copies never straddle)."""
+    train = select(manifest, train_split, filters)
+    if not train:
+        raise DatasetError(f"no rows in split '{train_split}' (column '{manifest.split_column}'; "
+                           f"splits present: {manifest.splits})")
+    val = select(manifest, val_split, filters)
+    if val:
+        return train, val
+    keys = sorted({s.extra.get("group") or str(s.image) for s in train})
+    rng = np.random.default_rng(seed)
+    rng.shuffle(keys)
+    held: set[str] = set()
+    target = val_fraction * len(train)
+    sizes: dict[str, int] = {}
+    for s in train:
+        k = s.extra.get("group") or str(s.image)
+        sizes[k] = sizes.get(k, 0) + 1
+    count = 0
+    for k in keys:
+        if count >= target:
+            break
+        if count + sizes[k] > 1.5 * target and count > 0:
+            continue  # skip a huge family that would overshoot
+        held.add(k)
+        count += sizes[k]
+    in_val = [(s.extra.get("group") or str(s.image)) in held for s in train]
+    return ([s for s, v in zip(train, in_val) if not v], [s for s, v in zip(train, in_val) if v])

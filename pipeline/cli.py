@@ -63,6 +63,82 @@ def _data_check(a: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------------------ classifier
+
+def _filters(items: list[str] | None) -> dict[str, str]:
+    out = {}
+    for item in items or []:
+        if "=" not in item:
+            raise CeodError(f"--filter {item}: expected COLUMN=VALUE, e.g. aoi_status=ok")
+        k, v = item.split("=", 1)
+        out[k] = v
+    return out
+
+
+def _classifier_config(a: argparse.Namespace):
+    from ceod.config import load_config
+    from classifier.config import ClassifierConfig
+    return load_config(ClassifierConfig, a.config, "classifier.yaml", {
+        "loss.kind": a.loss, "train.epochs": a.epochs, "split_column": a.split_column,
+        "input_size": getattr(a, "input_size", None)})
+
+
+@command("train-classifier")
+def _train_classifier(a: argparse.Namespace) -> int:
+    from ceod.distributed import init_distributed, shutdown
+    from classifier.train import train_classifier
+    from pipeline.masks import mask_source
+    cfg = _classifier_config(a)
+    ctx = init_distributed()
+    label, source = mask_source(a.masks, Path(a.out) / "cache")
+    try:
+        summary = train_classifier(cfg, a.data, a.out, a.seed, source, label, a.skip_bad, _filters(a.filter),
+                                   a.max_train_images, a.resume, a.force, ctx)
+    finally:
+        shutdown(ctx)
+    if summary:
+        best = summary["best"]
+        print(f"best epoch {summary['best_epoch'] + 1}: val AUROC {best.get('val_auroc', float('nan')):.4f}, "
+              f"aoi_attention {best.get('val_aoi_attention', float('nan')):.3f}; "
+              f"{summary['train_seconds']:.0f} s; checkpoint {a.out}/best.pt")
+    return 0
+
+
+def _print_json(data: dict, path: Path | None = None) -> None:
+    text = json.dumps(data, indent=2, default=float)
+    print(text)
+    if path is not None:
+        path.write_text(text)
+
+
+@command("evaluate")
+def _evaluate(a: argparse.Namespace) -> int:
+    from classifier.evaluate import evaluate, load_eval_split
+    model, cfg, meta, data = load_eval_split(a.model, a.data, a.split, a.split_column, a.skip_bad)
+    run = Path(a.model) if Path(a.model).is_dir() else Path(a.model).parent
+    result = evaluate(model, cfg, meta, data, a.heatmaps, run / f"eval_{a.split}")
+    _print_json(result, run / f"eval_{a.split}.json")
+    return 0
+
+
+@command("audit")
+def _audit(a: argparse.Namespace) -> int:
+    from classifier.evaluate import audit, load_eval_split
+    model, cfg, meta, data = load_eval_split(a.model, a.data, a.split, a.split_column, a.skip_bad)
+    run = Path(a.model) if Path(a.model).is_dir() else Path(a.model).parent
+    result = audit(model, cfg, meta, data, a.seed, run / f"audit_{a.split}.png")
+    _print_json(result, run / f"audit_{a.split}.json")
+    return 0
+
+
+@command("experiment")
+def _experiment(a: argparse.Namespace) -> int:
+    from classifier.experiment import run_experiment
+    run_experiment(Path(a.out), a.datasets.split(","), a.variants.split(","),
+                   [int(s) for s in a.seeds.split(",")], a.epochs)
+    return 0
+
+
 # ------------------------------------------------------------------ parser
 
 def build_parser() -> argparse.ArgumentParser:
@@ -85,12 +161,50 @@ def build_parser() -> argparse.ArgumentParser:
     dc.add_argument("dataset")
     dc.add_argument("--split-column", default="split")
 
+    t = sub.add_parser("train-classifier", help="train the anomaly classifier with CE or CEOD")
+    t.add_argument("--data", required=True)
+    t.add_argument("--out", required=True)
+    t.add_argument("--loss", choices=["ce", "ceod"], help="overrides loss.kind of the config")
+    t.add_argument("--masks", default="gt", help="gt | SEGMENTER_RUN | DATASET made by predict-aoi")
+    t.add_argument("--config")
+    t.add_argument("--epochs", type=int)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--input-size", type=int)
+    _data_args(t)
+    t.add_argument("--max-train-images", type=int)
+    t.add_argument("--resume", help="a run folder (its last.pt) to continue")
+    t.add_argument("--force", action="store_true", help="resume despite a config or data change")
+
+    for name, helptext in (("evaluate", "accuracy, AUROC, confusion, aoi_attention, heatmaps"),
+                           ("audit", "decision flips when the outside of the AOI is replaced")):
+        e = sub.add_parser(name, help=helptext)
+        e.add_argument("--model", required=True)
+        e.add_argument("--data", required=True)
+        e.add_argument("--split", default="test")
+        e.add_argument("--split-column")
+        e.add_argument("--skip-bad", action="store_true")
+        e.add_argument("--heatmaps", type=int, default=0)
+        e.add_argument("--seed", type=int, default=0)
+
+    x = sub.add_parser("experiment", help="CE vs CEOD variants over seeds, with audit (docs/results.md)")
+    x.add_argument("--out", default="runs/experiment")
+    x.add_argument("--datasets", default="synthetic,casting")
+    x.add_argument("--variants", default="ce,ceod-paper,ceod-outside,ceod-signed,ceod-contrast")
+    x.add_argument("--seeds", default="0,1,2")
+    x.add_argument("--epochs", type=int, help="override every preset's epoch count")
+
     for register in PARSER_HOOKS:
         register(sub)
     return p
 
 
 PARSER_HOOKS: list[Callable] = []
+
+
+def _data_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--split-column", help="manifest column holding the split (e.g. split_grouped)")
+    p.add_argument("--filter", action="append", help="COLUMN=VALUE, keep matching rows (repeatable)")
+    p.add_argument("--skip-bad", action="store_true", help="skip bad rows with a warning and a count")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,78 @@
+"""Metrics in numpy (no torch): classification at a threshold, AUROC, IoU/Dice, latency percentiles."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Mann-Whitney AUROC with ties counted half; nan when one class is absent."""
+    scores, labels = np.asarray(scores, float), np.asarray(labels).astype(bool)
+    pos, neg = labels.sum(), (~labels).sum()
+    if pos == 0 or neg == 0:
+        return float("nan")
+    order = np.argsort(scores, kind="mergesort")
+    ranks = np.empty(len(scores))
+    sorted_scores = scores[order]
+    i = 0
+    while i < len(scores):  # average ranks over ties
+        j = i
+        while j + 1 < len(scores) and sorted_scores[j + 1] == sorted_scores[i]:
+            j += 1
+        ranks[order[i:j + 1]] = (i + j) / 2 + 1
+        i = j + 1
+    return float((ranks[labels].sum() - pos * (pos + 1) / 2) / (pos * neg))
+
+
+def binary_metrics(scores: np.ndarray, labels: np.ndarray, threshold: float) -> dict[str, float]:
+    """`def` is the positive class; a score >= threshold means def."""
+    labels = np.asarray(labels).astype(bool)
+    pred = np.asarray(scores) >= threshold
+    tp = int((pred & labels).sum())
+    tn = int((~pred & ~labels).sum())
+    fp = int((pred & ~labels).sum())
+    fn = int((~pred & labels).sum())
+    recall = tp / (tp + fn) if tp + fn else float("nan")
+    specificity = tn / (tn + fp) if tn + fp else float("nan")
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"accuracy": (tp + tn) / max(len(labels), 1),
+            "balanced_accuracy": float(np.nanmean([recall, specificity])),
+            "precision": precision, "recall": recall, "f1": f1,
+            "auroc": auroc(scores, labels), "threshold": float(threshold),
+            "confusion": [[tn, fp], [fn, tp]]}
+
+
+def calibrate_threshold(scores: np.ndarray, labels: np.ndarray, mode: str = "f1",
+                        target_recall: float = 0.95) -> float:
+    """Max-F1 threshold, or the highest threshold whose recall reaches target_recall."""
+    scores, labels = np.asarray(scores, float), np.asarray(labels).astype(bool)
+    candidates = np.unique(np.concatenate([scores, [0.5]]))
+    if mode == "recall":
+        ok = [t for t in candidates if labels.sum() and (scores[labels] >= t).mean() >= target_recall]
+        return float(max(ok)) if ok else 0.5
+    best_t, best_f1 = 0.5, -1.0
+    for t in candidates:
+        f1 = binary_metrics(scores, labels, t)["f1"]
+        if f1 > best_f1 + 1e-12:
+            best_t, best_f1 = float(t), f1
+    return best_t
+
+
+def iou_dice(pred: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-image IoU and Dice of binary masks [N,H,W]; two empty masks score 1."""
+    p, t = pred.reshape(len(pred), -1) > 0, target.reshape(len(target), -1) > 0
+    inter = (p & t).sum(1)
+    union = (p | t).sum(1)
+    total = p.sum(1) + t.sum(1)
+    iou = np.where(union > 0, inter / np.maximum(union, 1), 1.0)
+    dice = np.where(total > 0, 2 * inter / np.maximum(total, 1), 1.0)
+    return iou, dice
+
+
+def percentiles_ms(seconds: list[float] | np.ndarray) -> dict[str, float]:
+    """p50/p95/p99 in milliseconds."""
+    a = np.asarray(seconds, float) * 1000
+    if a.size == 0:
+        return {"p50_ms": float("nan"), "p95_ms": float("nan"), "p99_ms": float("nan")}
+    return {f"p{q}_ms": float(np.percentile(a, q)) for q in (50, 95, 99)}

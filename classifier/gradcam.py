@@ -1,0 +1,67 @@
+"""Differentiable Grad-CAM, kept inside the autograd graph so it can sit in a loss.
+
+Two paths that agree (tested):
+- fast: for a GAP + linear head, Grad-CAM = CAM / (h*w): sum_k W[c,k] A_k, forward-only;
+- general: alpha = mean_hw d score_c / d A via autograd.grad(create_graph=True), any head.
+Both return the *signed* evidence map (before ReLU), [N,h,w].
+Never calls loss.backward(create_graph=True) (breaks under DDP) nor switches to eval mode.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from classifier.model import AnomalyClassifier
+
+
+def unwrap(model: nn.Module) -> AnomalyClassifier:
+    return model.module if hasattr(model, "module") else model
+
+
+def class_weights(classes: torch.Tensor | None, sign: torch.Tensor | None, n_classes: int,
+                  n: int, device: torch.device) -> torch.Tensor:
+    """Per-sample weights over classes [N,K]: one-hot for a class, or sign*(e_def - e_ok) for contrast."""
+    if sign is not None:
+        w = torch.zeros(n, n_classes, device=device)
+        w[:, 1], w[:, 0] = sign, -sign
+        return w
+    return F.one_hot(classes, n_classes).float()
+
+
+def fast_cam(model: nn.Module, features: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Signed Grad-CAM of a GAP + linear head: (sum_c weights[c] W[c]) . A / (h*w)."""
+    fc = unwrap(model).head.fc
+    h, w = features.shape[-2:]
+    channel_w = weights @ fc.weight  # [N,C]
+    return torch.einsum("nc,nchw->nhw", channel_w, features) / (h * w)
+
+
+def general_gradcam(logits: torch.Tensor, features: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Signed Grad-CAM for any head: d(score)/dA with create_graph=True, pooled per channel."""
+    score = (logits * weights).sum()
+    grads = torch.autograd.grad(score, features, create_graph=True)[0]
+    alpha = grads.mean(dim=(2, 3), keepdim=True)
+    return (alpha * features).sum(dim=1)
+
+
+def signed_cam(model: nn.Module, logits: torch.Tensor, features: torch.Tensor, weights: torch.Tensor,
+               path: str = "auto") -> torch.Tensor:
+    """Pick the path: fast where the head is GAP + linear (unless forced), general otherwise."""
+    if path == "fast" and not unwrap(model).has_linear_head:
+        raise ValueError("gradcam: fast needs a gap_linear head; use gradcam: general or auto")
+    if path == "fast" or (path == "auto" and unwrap(model).has_linear_head):
+        return fast_cam(model, features, weights)
+    return general_gradcam(logits, features, weights)
+
+
+def normalise(cam: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """ReLU then divide by the per-image max: a map in [0,1] (all-zero stays zero)."""
+    h = torch.relu(cam)
+    return h / (h.amax(dim=(1, 2), keepdim=True) + eps)
+
+
+def upsample(cam: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """[N,h,w] -> [N,H,W], bilinear."""
+    return F.interpolate(cam[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]

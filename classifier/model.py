@@ -1,0 +1,83 @@
+"""Backbone + head classifiers (two classes: ok, def). Pure torch, no training code."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from classifier.config import ClsModelConfig
+
+
+def _conv(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+
+class SimpleCNN(nn.Sequential):
+    """A small CNN with stride 8: a 16x16 map at 128 px, fine enough for AOI-level CAMs."""
+
+    def __init__(self, width: int = 32) -> None:
+        w = width
+        super().__init__(_conv(3, w, 2), _conv(w, w),
+                         _conv(w, 2 * w, 2), _conv(2 * w, 2 * w),
+                         _conv(2 * w, 4 * w, 2), _conv(4 * w, 4 * w))
+        self.out_channels = 4 * w
+
+
+def build_backbone(cfg: ClsModelConfig) -> tuple[nn.Module, int]:
+    """The feature extractor and its channel count. No weights are downloaded unless pretrained."""
+    if cfg.backbone == "simple":
+        net = SimpleCNN(cfg.width)
+        return net, net.out_channels
+    import torchvision
+    if cfg.backbone == "resnet18":
+        weights = torchvision.models.ResNet18_Weights.DEFAULT if cfg.pretrained else None
+        r = torchvision.models.resnet18(weights=weights)
+        return nn.Sequential(r.conv1, r.bn1, r.relu, r.maxpool, r.layer1, r.layer2, r.layer3, r.layer4), 512
+    weights = torchvision.models.EfficientNet_B0_Weights.DEFAULT if cfg.pretrained else None
+    return torchvision.models.efficientnet_b0(weights=weights).features, 1280
+
+
+class GapLinearHead(nn.Module):
+    """Global average pool + linear: Grad-CAM of this head is the plain CAM (fast path)."""
+
+    def __init__(self, channels: int, classes: int = 2) -> None:
+        super().__init__()
+        self.fc = nn.Linear(channels, classes)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.fc(features.mean(dim=(2, 3)))
+
+
+class MLPHead(nn.Module):
+    """A non-linear head (a 1x1 conv, ReLU, pool, linear): needs the general Grad-CAM path."""
+
+    def __init__(self, channels: int, classes: int = 2, hidden: int = 64) -> None:
+        super().__init__()
+        self.proj = nn.Conv2d(channels, hidden, 1)
+        self.fc = nn.Linear(hidden, classes)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.relu(self.proj(features)).mean(dim=(2, 3)))
+
+
+class AnomalyClassifier(nn.Module):
+    """features -> head -> logits [N,2]; `forward(x, return_features=True)` also returns the map."""
+
+    def __init__(self, features: nn.Module, channels: int, head: str = "gap_linear") -> None:
+        super().__init__()
+        self.features = features
+        self.head = GapLinearHead(channels) if head == "gap_linear" else MLPHead(channels)
+
+    @property
+    def has_linear_head(self) -> bool:
+        return isinstance(self.head, GapLinearHead)
+
+    def forward(self, x: torch.Tensor, return_features: bool = False):
+        a = self.features(x)
+        logits = self.head(a)
+        return (logits, a) if return_features else logits
+
+
+def build_classifier(cfg: ClsModelConfig) -> AnomalyClassifier:
+    features, channels = build_backbone(cfg)
+    return AnomalyClassifier(features, channels, cfg.head)
