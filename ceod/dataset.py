@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import logging
+import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,11 +75,15 @@ class Manifest:
 
 
 def _resolve(root: Path, rel: str) -> Path:
-    """Resolve a manifest path, refusing anything that escapes the dataset folder."""
-    path = (root / rel).resolve()
-    if not path.is_relative_to(root.resolve()):
+    """Join a manifest path to the dataset folder, refusing absolute paths and `..` escapes.
+
+    The check is on the text, not on resolved links: a link the dataset's owner placed inside
+    the folder (`ceod predict-aoi` links `source` to the original images) is trusted.
+    """
+    norm = os.path.normpath(rel)
+    if os.path.isabs(rel) or norm == ".." or norm.startswith(".." + os.sep):
         raise ValueError("path escapes the dataset folder")
-    return path
+    return root / norm
 
 
 def _fail(bad: list[BadRow], skip_bad: bool, what: str) -> None:
@@ -158,7 +163,7 @@ class _Bad(Exception):
 
 def _rel(sample: Sample, path: Path, root: Path | None) -> str:
     try:
-        return str(path.relative_to(root.resolve())) if root else str(path)
+        return str(path.relative_to(root)) if root else str(path)
     except ValueError:
         return str(path)
 

@@ -63,6 +63,45 @@ def _data_check(a: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------------------ segmenter
+
+@command("train-segmenter")
+def _train_segmenter(a: argparse.Namespace) -> int:
+    from ceod.config import load_config
+    from ceod.distributed import init_distributed, shutdown
+    from segmenter.config import SegmenterConfig
+    from segmenter.train import train_segmenter
+    cfg = load_config(SegmenterConfig, a.config, "segmenter.yaml", {
+        "train.epochs": a.epochs, "split_column": a.split_column, "input_size": a.input_size})
+    ctx = init_distributed()
+    try:
+        summary = train_segmenter(cfg, a.data, a.out, a.seed, a.max_train_images, a.skip_bad,
+                                  _filters(a.filter), a.resume, a.force, ctx)
+    finally:
+        shutdown(ctx)
+    if summary:
+        print(f"best epoch {summary['best_epoch'] + 1}: val IoU {summary['best'].get('val_iou', float('nan')):.4f}; "
+              f"{summary['train_images']} training images, {summary['train_seconds']:.0f} s; {a.out}/best.pt")
+    return 0
+
+
+@command("predict-aoi")
+def _predict_aoi(a: argparse.Namespace) -> int:
+    from segmenter.predict import predict_dataset
+    result = predict_dataset(a.model, a.data, a.out, a.split_column or "split", a.skip_bad)
+    print(f"wrote {result['rows']} predicted AOI masks; dataset {result['out']}")
+    return 0
+
+
+@command("evaluate-segmenter")
+def _evaluate_segmenter(a: argparse.Namespace) -> int:
+    from segmenter.evaluate import evaluate_segmenter
+    run = Path(a.model) if Path(a.model).is_dir() else Path(a.model).parent
+    result = evaluate_segmenter(a.model, a.data, a.split, a.split_column, _filters(a.filter), a.skip_bad, run)
+    _print_json(result, run / f"eval_segmenter_{a.split}.json")
+    return 0
+
+
 # ------------------------------------------------------------------ classifier
 
 def _filters(items: list[str] | None) -> dict[str, str]:
@@ -160,6 +199,31 @@ def build_parser() -> argparse.ArgumentParser:
     dc = dsub.add_parser("check", help="counts, AOI coverage and every bad row; exit 1 on bad rows")
     dc.add_argument("dataset")
     dc.add_argument("--split-column", default="split")
+
+    g = sub.add_parser("train-segmenter", help="train the AOI segmenter (smp)")
+    g.add_argument("--data", required=True)
+    g.add_argument("--out", required=True)
+    g.add_argument("--config")
+    g.add_argument("--epochs", type=int)
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--input-size", type=int)
+    g.add_argument("--max-train-images", type=int, help="train on a seeded subset of the annotated images")
+    _data_args(g)
+    g.add_argument("--resume")
+    g.add_argument("--force", action="store_true")
+
+    pa = sub.add_parser("predict-aoi", help="predict an AOI mask for every image into a new dataset")
+    pa.add_argument("--model", required=True)
+    pa.add_argument("--data", required=True)
+    pa.add_argument("--out", required=True)
+    pa.add_argument("--split-column")
+    pa.add_argument("--skip-bad", action="store_true")
+
+    es = sub.add_parser("evaluate-segmenter", help="IoU/Dice, worst five, overlays")
+    es.add_argument("--model", required=True)
+    es.add_argument("--data", required=True)
+    es.add_argument("--split", default="test")
+    _data_args(es)
 
     t = sub.add_parser("train-classifier", help="train the anomaly classifier with CE or CEOD")
     t.add_argument("--data", required=True)

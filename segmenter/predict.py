@@ -1,0 +1,110 @@
+"""Predicting AOI masks: model output -> threshold -> largest component -> small-hole filling."""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+
+from ceod.checkpoint import load_checkpoint
+from ceod.config import from_dict
+from ceod.dataset import load_split, read_manifest
+from ceod.imageio import normalize, resize_mask
+from segmenter.config import PostprocessConfig, SegmenterConfig
+from segmenter.model import build_segmenter
+
+
+def load_segmenter(run: str | Path) -> tuple[torch.nn.Module, SegmenterConfig, dict[str, Any]]:
+    payload = load_checkpoint(run, "segmenter")
+    cfg = from_dict(SegmenterConfig, payload["config"])
+    model = build_segmenter(cfg.model)
+    model.load_state_dict(payload["state_dict"])
+    model.eval()
+    return model, cfg, payload["meta"]
+
+
+def postprocess(prob: np.ndarray, cfg: PostprocessConfig) -> np.ndarray:
+    """A probability map [H,W] -> a clean {0,1} uint8 mask."""
+    mask = (prob >= cfg.threshold).astype(np.uint8)
+    if cfg.largest_component and mask.any():
+        n, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+        if n > 2:
+            mask = (labels == 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))).astype(np.uint8)
+    if cfg.fill_holes_below > 0:
+        limit = cfg.fill_holes_below * mask.size
+        n, labels, stats, _ = cv2.connectedComponentsWithStats(1 - mask, connectivity=4)
+        h, w = mask.shape
+        for i in range(1, n):
+            x, y, bw, bh, area = stats[i]
+            touches_border = x == 0 or y == 0 or x + bw == w or y + bh == h
+            if not touches_border and area < limit:
+                mask[labels == i] = 1
+    return mask
+
+
+@torch.no_grad()
+def predict_probs(model: torch.nn.Module, cfg: SegmenterConfig, images: np.ndarray,
+                  batch_size: int = 32) -> np.ndarray:
+    """AOI probabilities [N,S,S] for RGB uint8 images already at the model's input size."""
+    out = []
+    for i in range(0, len(images), batch_size):
+        x = torch.from_numpy(normalize(images[i:i + batch_size], cfg.mean, cfg.std))
+        out.append(torch.sigmoid(model(x))[:, 0].numpy())
+    return np.concatenate(out)
+
+
+def predict_masks(model: torch.nn.Module, cfg: SegmenterConfig, images: np.ndarray) -> np.ndarray:
+    """Post-processed {0,1} masks [N,S,S]."""
+    return np.stack([postprocess(p, cfg.postprocess) for p in predict_probs(model, cfg, images)])
+
+
+def predict_dataset(run: str | Path, data: str | Path, out: str | Path, split_column: str = "split",
+                    skip_bad: bool = False, batch: int = 256) -> dict[str, Any]:
+    """Write DATASET_PRED: a manifest pointing at the original images (through a `source` link,
+    never copied) and at predicted masks, resized back to each image's own size."""
+    model, cfg, _ = load_segmenter(run)
+    data, out = Path(data), Path(out)
+    if (out / "manifest.csv").exists():
+        raise FileExistsError(f"{out} already holds a dataset; choose an empty folder")
+    manifest = read_manifest(data, split_column, skip_bad=skip_bad)
+    out.mkdir(parents=True, exist_ok=True)
+    link = out / "source"
+    if not link.exists():
+        os.symlink(data.resolve(), link, target_is_directory=True)
+    rows = []
+    from ceod.progress import progress_bar
+    for start in progress_bar(range(0, len(manifest.samples), batch), desc="predict-aoi",
+                              total=(len(manifest.samples) + batch - 1) // batch):
+        chunk = manifest.samples[start:start + batch]
+        loaded = load_split(chunk, cfg.input_size, skip_bad, data)
+        masks = predict_masks(model, cfg, loaded.images)
+        for sample, mask in zip(loaded.samples, masks):
+            rel = sample.image.relative_to(data)
+            h, w = _size(sample.image)
+            full = cv2.resize(mask, (w, h), interpolation=cv2.INTER_NEAREST) if (h, w) != mask.shape else mask
+            aoi_rel = Path("aoi") / rel.with_suffix(".png")
+            (out / aoi_rel).parent.mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(out / aoi_rel), full * 255)
+            row = {"image": str(Path("source") / rel), "aoi": str(aoi_rel), "split": sample.split,
+                   "label": ("ok", "def")[sample.label],
+                   "defect_mask": str(Path("source") / sample.defect_mask.relative_to(data)) if sample.defect_mask else ""}
+            row.update({k: v for k, v in sample.extra.items() if k not in ("split", split_column)})
+            if split_column != "split":
+                row[split_column] = sample.split
+                row["split"] = sample.extra.get("split", sample.split)
+            rows.append(row)
+    with (out / "manifest.csv").open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return {"rows": len(rows), "out": str(out)}
+
+
+def _size(path: Path) -> tuple[int, int]:
+    from ceod.imageio import read_image
+    return read_image(path).shape[:2]

@@ -1,0 +1,95 @@
+"""Training the AOI segmenter: Dice + BCE (smp.losses), AdamW, cosine schedule, best by val IoU."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
+
+from ceod import __version__
+from ceod.config import to_dict
+from ceod.dataset import fingerprint, load_split, read_manifest, train_val
+from ceod.distributed import DistContext
+from ceod.metrics import iou_dice
+from ceod.torchdata import SplitDataset
+from ceod.training import FitSpec, ensure_writable, fit, seed_everything, write_json
+from ceod.transforms import build_augment
+from segmenter.config import SegmenterConfig
+from segmenter.model import build_segmenter
+from segmenter.predict import predict_masks
+
+
+def train_segmenter(cfg: SegmenterConfig, data: str | Path, out: str | Path, seed: int = 0,
+                    max_train_images: int | None = None, skip_bad: bool = False,
+                    filters: dict[str, str] | None = None, resume: str | Path | None = None,
+                    force_resume: bool = False, ctx: DistContext | None = None,
+                    progress: bool = True, on_epoch_end=None) -> dict[str, Any]:
+    """Train on rows with an AOI mask; `max_train_images` keeps a seeded subset (few annotations)."""
+    import segmentation_models_pytorch as smp
+
+    ctx = ctx or DistContext()
+    out = ensure_writable(out)
+    seed_everything(seed)
+    manifest = read_manifest(data, cfg.split_column, skip_bad=skip_bad)
+    rows = [s for s in manifest.samples if s.aoi is not None]
+    manifest.samples = rows
+    train_rows, val_rows = train_val(manifest, cfg.train_split, cfg.val_split, cfg.val_fraction, filters, seed)
+    if max_train_images:
+        pick = np.random.default_rng(seed).permutation(len(train_rows))[:max_train_images]
+        train_rows = [train_rows[i] for i in sorted(pick)]
+    root = Path(data)
+    show = progress and ctx.is_main
+    train = load_split(train_rows, cfg.input_size, skip_bad, root, show, "loading train")
+    val = load_split(val_rows, cfg.input_size, skip_bad, root, show, "loading val")
+    augment = build_augment(cfg.augment)
+    dataset = SplitDataset(train, tuple(cfg.mean), tuple(cfg.std), augment)
+    generator = torch.Generator().manual_seed(seed)
+    sampler = (DistributedSampler(dataset, ctx.world_size, ctx.rank, shuffle=True, seed=seed, drop_last=True)
+               if ctx.enabled else RandomSampler(dataset, generator=generator))
+    batch = min(cfg.train.batch_size, len(dataset))
+    loader = DataLoader(dataset, batch_size=batch, sampler=sampler, drop_last=True, num_workers=0)
+    loader.generator = None if ctx.enabled else generator
+    model = build_segmenter(cfg.model)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(cfg.train.epochs * len(loader), 1))
+    dice = smp.losses.DiceLoss(mode="binary", from_logits=True)
+    bce = smp.losses.SoftBCEWithLogitsLoss()
+
+    def step(model, batch, epoch):
+        x, m, _, _ = batch
+        x, m = x.to(ctx.device), m.to(ctx.device)
+        out_logits = model(x)
+        d, b = dice(out_logits, m), bce(out_logits, m)
+        return d + b, {"loss": (d + b).item(), "dice_loss": d.item(), "bce": b.item()}
+
+    def validate(model) -> dict[str, float]:
+        model.eval()
+        pred = predict_masks(model, cfg, val.images)
+        model.train()
+        iou, dsc = iou_dice(pred, val.aoi)
+        return {"val_iou": float(iou.mean()), "val_dice": float(dsc.mean())}
+
+    fp = fingerprint(train.samples)
+
+    def meta(_: dict[str, float]) -> dict[str, Any]:
+        return {"model_kind": "segmenter", "input_size": cfg.input_size, "colour_order": "RGB",
+                "mean": list(cfg.mean), "std": list(cfg.std), "class_names": ["outside", "aoi"],
+                "threshold": cfg.postprocess.threshold, "training_loss": "dice+bce",
+                "arch": cfg.model.arch, "encoder": cfg.model.encoder,
+                "package_version": __version__, "data_fingerprint": fp, "seed": seed,
+                "train_images": len(train)}
+
+    spec = FitSpec("segmenter", model, optimizer, scheduler, loader, cfg.train.epochs, seed, step, validate,
+                   "val_iou", out, to_dict(cfg), meta, augment, resume, force_resume, ctx, progress, on_epoch_end)
+    result = fit(spec)
+    if not ctx.is_main:
+        return {}
+    best = next((h for h in result["history"] if h["epoch"] == result["best_epoch"]), {})
+    summary = {"kind": "segmenter", "seed": seed, "best_epoch": result["best_epoch"], "best": best,
+               "train_seconds": result["seconds"], "train_images": len(train), "val_images": len(val),
+               "data_fingerprint": fp, "config": to_dict(cfg)}
+    write_json(out / "metrics.json", summary)
+    return summary
