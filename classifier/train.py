@@ -104,7 +104,9 @@ def train_classifier(cfg: ClassifierConfig, data: str | Path, out: str | Path, s
                 "mean": list(cfg.mean), "std": list(cfg.std), "class_names": list(CLASS_NAMES),
                 "threshold": float(state.get("threshold", 0.5)), "training_loss": loss_name(cfg),
                 "backbone": cfg.model.backbone, "head": cfg.model.head, "aoi_source": mask_label,
-                "package_version": __version__, "data_fingerprint": fp, "seed": seed}
+                "package_version": __version__, "data_fingerprint": fp, "seed": seed,
+                "data_path": str(Path(data).resolve()), "split_column": cfg.split_column,
+                "train_split": cfg.train_split}
 
     spec = FitSpec("classifier", model, optimizer, scheduler, loader, cfg.train.epochs, seed, step, validate,
                    "val_auroc", out, to_dict(cfg), meta, augment, resume, force_resume, ctx, progress,

@@ -170,6 +170,34 @@ def _audit(a: argparse.Namespace) -> int:
     return 0
 
 
+@command("export")
+def _export(a: argparse.Namespace) -> int:
+    from export.onnx_export import export_run
+    report = export_run(a.model, a.out, a.heatmap, a.fp16, a.data, a.parity_images)
+    print(f"exported {report['kind']} to {report['file']} ({report['bytes'] / 1e6:.1f} MB, {report['exporter']} exporter, "
+          f"{report['precision']}); parity on {report['images']} real images: max abs diff "
+          f"{report['max_abs_diff']:.2e} (tolerance {report['tolerance']:.0e}), decision agreement "
+          f"{report['decision_agreement']:.4f}")
+    return 0
+
+
+@command("inspect")
+def _inspect(a: argparse.Namespace) -> int:
+    from pipeline.inspect import Inspector, format_summary
+    try:
+        inspector = Inspector(a.model, a.provider, a.threshold, a.segmenter)
+    except Exception as exc:  # noqa: BLE001 - the one failure that ends an inspection run
+        print(f"ceod inspect: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"inspecting with {a.model} on {inspector.model.providers} "
+          f"(threshold {inspector.threshold:.4f}, batch {a.batch})", file=sys.stderr)
+    summary = inspector.run(a.source, a.log, a.overlays, a.batch, live=not a.quiet)
+    print(format_summary(summary.as_dict()))
+    if a.summary_json:
+        Path(a.summary_json).write_text(json.dumps(summary.as_dict(), indent=2))
+    return 0
+
+
 @command("experiment")
 def _experiment(a: argparse.Namespace) -> int:
     from classifier.experiment import run_experiment
@@ -249,6 +277,26 @@ def build_parser() -> argparse.ArgumentParser:
         e.add_argument("--skip-bad", action="store_true")
         e.add_argument("--heatmaps", type=int, default=0)
         e.add_argument("--seed", type=int, default=0)
+
+    ex = sub.add_parser("export", help="ONNX export with metadata and a torch-vs-onnxruntime parity check")
+    ex.add_argument("--model", required=True, help="a classifier or segmenter run folder")
+    ex.add_argument("--out", required=True)
+    ex.add_argument("--heatmap", action="store_true", help="add the fast-path CAM as a second output")
+    ex.add_argument("--fp16", action="store_true")
+    ex.add_argument("--data", help="dataset for the parity images (default: the training data)")
+    ex.add_argument("--parity-images", type=int, default=32)
+
+    ins = sub.add_parser("inspect", help="line inspection with the ONNX classifier (no torch)")
+    ins.add_argument("--model", required=True, help="classifier.onnx made by ceod export")
+    ins.add_argument("--source", required=True, help="folder, glob, video file, camera:N, or - (paths on stdin)")
+    ins.add_argument("--log", help="FILE.jsonl or FILE.csv: one record per input")
+    ins.add_argument("--overlays", help="folder for verdict overlays (with the heatmap where exported)")
+    ins.add_argument("--batch", type=int, default=1)
+    ins.add_argument("--threshold", type=float, help="override the threshold stored in the model")
+    ins.add_argument("--provider", default="auto", choices=["auto", "tensorrt", "cuda", "cpu"])
+    ins.add_argument("--segmenter", help="segmenter.onnx: run the two-stage alternative")
+    ins.add_argument("--summary-json", help="also write the summary as JSON")
+    ins.add_argument("--quiet", action="store_true", help="no live rate")
 
     x = sub.add_parser("experiment", help="CE vs CEOD variants over seeds, with audit (docs/results.md)")
     x.add_argument("--out", default="runs/experiment")

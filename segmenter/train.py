@@ -80,7 +80,9 @@ def train_segmenter(cfg: SegmenterConfig, data: str | Path, out: str | Path, see
                 "threshold": cfg.postprocess.threshold, "training_loss": "dice+bce",
                 "arch": cfg.model.arch, "encoder": cfg.model.encoder,
                 "package_version": __version__, "data_fingerprint": fp, "seed": seed,
-                "train_images": len(train)}
+                "train_images": len(train),
+                "data_path": str(Path(data).resolve()), "split_column": cfg.split_column,
+                "train_split": cfg.train_split}
 
     spec = FitSpec("segmenter", model, optimizer, scheduler, loader, cfg.train.epochs, seed, step, validate,
                    "val_iou", out, to_dict(cfg), meta, augment, resume, force_resume, ctx, progress, on_epoch_end)

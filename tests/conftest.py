@@ -25,3 +25,44 @@ def casting() -> Path:
     if not (CASTING / "manifest.csv").is_file():
         pytest.skip("../shared/data/casting is not present")
     return CASTING
+
+
+def tiny_classifier_config(**overrides):
+    from ceod.config import load_config
+    base = {"input_size": 64, "train.epochs": 2, "train.batch_size": 16, "model.width": 8}
+    base.update(overrides)
+    from classifier.config import ClassifierConfig
+    return load_config(ClassifierConfig, None, "classifier.yaml", base)
+
+
+@pytest.fixture(scope="session")
+def tiny_classifier_run(tiny_dataset, tmp_path_factory) -> Path:
+    from classifier.train import train_classifier
+    out = tmp_path_factory.mktemp("cls") / "run"
+    train_classifier(tiny_classifier_config(), tiny_dataset, out, seed=0, progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_segmenter_run(tiny_dataset, tmp_path_factory) -> Path:
+    from ceod.config import load_config
+    from segmenter.config import SegmenterConfig
+    from segmenter.train import train_segmenter
+    cfg = load_config(SegmenterConfig, None, "segmenter.yaml", {
+        "input_size": 64, "train.epochs": 1, "train.batch_size": 16, "model.encoder_depth": 3,
+        "model.decoder_channels": [32, 16, 8]})
+    out = tmp_path_factory.mktemp("seg") / "run"
+    train_segmenter(cfg, tiny_dataset, out, seed=0, progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def exported(tiny_classifier_run, tiny_segmenter_run, tmp_path_factory) -> dict:
+    from export.onnx_export import export_run
+    out = tmp_path_factory.mktemp("onnx")
+    reports = {
+        "classifier": export_run(tiny_classifier_run, out / "classifier.onnx", heatmap=True),
+        "segmenter": export_run(tiny_segmenter_run, out / "segmenter.onnx"),
+    }
+    return {"dir": out, "reports": reports, "classifier": out / "classifier.onnx",
+            "segmenter": out / "segmenter.onnx"}

@@ -1,0 +1,179 @@
+"""`ceod export`: a run's best checkpoint -> ONNX with ceod metadata, checked against torch."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ceod.checkpoint import load_checkpoint
+from ceod.dataset import load_split, read_manifest
+from ceod.errors import CeodError
+from ceod.imageio import normalize
+from export.runtime import OnnxModel, classify, metadata_props, softmax_def
+
+FP32_TOL = 1e-3  # max abs logit difference
+FP16_TOL = 5e-2
+MIN_AGREEMENT = {"fp32": 1.0, "fp16": 0.99}
+
+
+class ExportParityError(CeodError):
+    """onnxruntime disagrees with torch beyond the tolerance: the file is not written."""
+
+
+class ClassifierGraph(nn.Module):
+    """image -> logits [N,2] (+ heatmap [N,1,h,w]: the def-class CAM, ReLU'd, fast path)."""
+
+    def __init__(self, model: nn.Module, heatmap: bool) -> None:
+        super().__init__()
+        self.model, self.heatmap = model, heatmap
+
+    def forward(self, image: torch.Tensor):
+        logits, feats = self.model(image, return_features=True)
+        if not self.heatmap:
+            return logits
+        w = self.model.head.fc.weight[1]
+        cam = torch.relu(torch.einsum("c,nchw->nhw", w, feats))[:, None] / (feats.shape[-1] * feats.shape[-2])
+        return logits, cam
+
+
+def _torch_model(payload: dict[str, Any], heatmap: bool) -> tuple[nn.Module, list[str]]:
+    kind = payload["ceod"]["kind"]
+    if kind == "classifier":
+        from ceod.config import from_dict
+        from classifier.config import ClassifierConfig
+        from classifier.model import build_classifier
+        cfg = from_dict(ClassifierConfig, payload["config"])
+        if heatmap and cfg.model.head != "gap_linear":
+            raise CeodError("--heatmap needs a gap_linear head (the fast CAM path)")
+        model = build_classifier(cfg.model)
+        model.load_state_dict(payload["state_dict"])
+        return ClassifierGraph(model.eval(), heatmap).eval(), (["logits", "heatmap"] if heatmap else ["logits"])
+    from ceod.config import from_dict
+    from segmenter.config import SegmenterConfig
+    from segmenter.model import build_segmenter
+    cfg = from_dict(SegmenterConfig, payload["config"])
+    model = build_segmenter(cfg.model)
+    model.load_state_dict(payload["state_dict"])
+    return model.eval(), ["aoi_logits"]
+
+
+def _to_onnx(model: nn.Module, example: torch.Tensor, path: Path, outputs: list[str],
+             legacy: bool = False) -> str:
+    """Dynamo exporter (the default) with a dynamic batch; the TorchScript one as a fallback, and
+    for fp16 (onnxruntime's float16 converter breaks value names in dynamo graphs)."""
+    try:
+        if legacy:
+            raise RuntimeError("legacy exporter requested")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(model, (example,), str(path), input_names=["image"], output_names=outputs,
+                              dynamic_shapes={"image": {0: torch.export.Dim("batch", min=1, max=4096)}},
+                              dynamo=True, verbose=False)
+        return "dynamo"
+    except Exception as exc:  # noqa: BLE001
+        if not legacy:
+            print(f"dynamo export failed ({type(exc).__name__}); using the TorchScript exporter")
+        torch.onnx.export(model, (example,), str(path), input_names=["image"], output_names=outputs,
+                          dynamic_axes={n: {0: "batch"} for n in ["image", *outputs]}, dynamo=False,
+                          opset_version=18)
+        return "torchscript"
+
+
+def _parity_images(meta: dict[str, Any], data: str | Path | None, n: int) -> np.ndarray:
+    """Real images of the training data (at model size), or a clear error where none is found."""
+    root = Path(data or meta.get("data_path", ""))
+    if not (root / "manifest.csv").is_file():
+        raise CeodError(f"parity check needs real images: pass --data DATASET (tried {root})")
+    manifest = read_manifest(root, meta.get("split_column", "split"), collect_only=True)
+    rows = manifest.split(meta.get("train_split", "train")) or manifest.samples
+    pick = np.random.default_rng(0).permutation(len(rows))[:n]
+    return load_split([rows[i] for i in sorted(pick)], int(meta["input_size"]), skip_bad=True, root=root).images
+
+
+def export_run(run: str | Path, out: str | Path, heatmap: bool = False, fp16: bool = False,
+               data: str | Path | None = None, parity_images: int = 32) -> dict[str, Any]:
+    """Export, write metadata, onnx.checker, then parity vs torch; the file appears only if it passes."""
+    import onnx
+
+    payload = load_checkpoint(run)
+    kind = payload["ceod"]["kind"]
+    meta = dict(payload["meta"])
+    meta["model_kind"] = kind
+    meta["precision"] = "fp16" if fp16 else "fp32"
+    model, outputs = _torch_model(payload, heatmap)
+    size = int(meta["input_size"])
+    images = _parity_images(meta, data, parity_images)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
+        raw = Path(tmp) / "raw.onnx"
+        exporter = _to_onnx(model, torch.zeros(2, 3, size, size), raw, outputs, legacy=fp16)
+        proto = onnx.load(str(raw), load_external_data=True)
+        if fp16:
+            from onnxruntime.transformers.float16 import convert_float_to_float16
+            proto = _toposort(convert_float_to_float16(proto, keep_io_types=True))
+        del proto.metadata_props[:]
+        for k, v in metadata_props(meta).items():
+            entry = proto.metadata_props.add()
+            entry.key, entry.value = k, v
+        onnx.checker.check_model(proto)
+        staged = Path(tmp) / "model.onnx"
+        onnx.save(proto, str(staged))
+        report = parity(model, staged, images, meta, kind, fp16)
+        report.update({"exporter": exporter, "kind": kind, "outputs": outputs, "file": str(out),
+                       "bytes": staged.stat().st_size})
+        if not report["passed"]:
+            raise ExportParityError(
+                f"parity failed: max abs diff {report['max_abs_diff']:.2e} (tolerance {report['tolerance']:.0e}), "
+                f"decision agreement {report['decision_agreement']:.4f}; {out} not written")
+        os.replace(staged, out)
+    return report
+
+
+def _toposort(proto):
+    """Reorder graph nodes so each comes after its inputs' producers (the fp16 converter appends
+    the input Cast nodes at the end, which onnx.checker rejects)."""
+    graph = proto.graph
+    ready = {i.name for i in graph.input} | {i.name for i in graph.initializer} | {""}
+    pending, ordered = list(graph.node), []
+    while pending:
+        progressed = False
+        for node in list(pending):
+            if all(i in ready for i in node.input):
+                ordered.append(node)
+                ready.update(node.output)
+                pending.remove(node)
+                progressed = True
+        if not progressed:
+            raise CeodError("fp16 conversion produced a graph with a cycle or a missing input")
+    del graph.node[:]
+    graph.node.extend(ordered)
+    return proto
+
+
+@torch.no_grad()
+def parity(model: nn.Module, path: Path, images: np.ndarray, meta: dict[str, Any], kind: str,
+           fp16: bool) -> dict[str, Any]:
+    """onnxruntime (CPU) vs torch on the same preprocessed real images."""
+    ort_model = OnnxModel(path, provider="cpu")
+    x = normalize(images, meta["mean"], meta["std"])
+    ref = model(torch.from_numpy(x))
+    ref = (ref[0] if isinstance(ref, tuple) else ref).numpy()
+    got = ort_model.run_tensor(x)["logits" if kind == "classifier" else "aoi_logits"]
+    diff = float(np.abs(ref - got).max())
+    if kind == "classifier":
+        t = float(meta["threshold"])
+        agree = float(((softmax_def(ref) >= t) == classify(ort_model, {"logits": got})[1]).mean())
+    else:
+        agree = float(((ref > 0) == (got > 0)).mean())
+    tol = FP16_TOL if fp16 else FP32_TOL
+    return {"max_abs_diff": diff, "decision_agreement": agree, "tolerance": tol, "images": int(len(images)),
+            "passed": diff <= tol and agree >= MIN_AGREEMENT["fp16" if fp16 else "fp32"],
+            "precision": "fp16" if fp16 else "fp32"}

@@ -1,0 +1,161 @@
+"""The line-side runtime: ONNX Runtime sessions whose preprocessing and threshold come from the
+model's own metadata. Imports numpy, OpenCV and onnxruntime only - never torch."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ceod.errors import CeodError
+from ceod.imageio import preprocess
+
+log = logging.getLogger(__name__)
+
+PROVIDERS = {"tensorrt": "TensorrtExecutionProvider", "cuda": "CUDAExecutionProvider",
+             "cpu": "CPUExecutionProvider"}
+AUTO_ORDER = ("tensorrt", "cuda", "cpu")
+
+
+class RuntimeModelError(CeodError):
+    """The model cannot be used: missing file, no ceod metadata, unavailable provider, bad input."""
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the runtime needs, read from the model's metadata_props (never from a side file)."""
+
+    kind: str
+    input_size: int
+    colour_order: str
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    class_names: tuple[str, ...]
+    threshold: float
+    training_loss: str
+    package_version: str
+    data_fingerprint: str
+    outputs: tuple[str, ...]
+    raw: dict[str, str]
+
+    @classmethod
+    def from_metadata(cls, props: dict[str, str], outputs: tuple[str, ...], path: str) -> "ModelInfo":
+        if props.get("ceod.model_kind") not in ("classifier", "segmenter"):
+            raise RuntimeModelError(f"{path} carries no ceod metadata (ceod.model_kind); "
+                                    "export it with `ceod export`, which writes preprocessing and threshold into the model")
+        try:
+            get = lambda k: json.loads(props[f"ceod.{k}"])  # noqa: E731
+            return cls(props["ceod.model_kind"], int(get("input_size")), get("colour_order"),
+                       tuple(get("mean")), tuple(get("std")), tuple(get("class_names")), float(get("threshold")),
+                       get("training_loss"), get("package_version"), get("data_fingerprint"), outputs, props)
+        except (KeyError, ValueError, TypeError) as exc:
+            raise RuntimeModelError(f"{path}: incomplete ceod metadata ({exc})") from None
+
+
+def metadata_props(meta: dict[str, Any]) -> dict[str, str]:
+    """Checkpoint metadata -> ONNX metadata_props (JSON-encoded values under a ceod. prefix)."""
+    return {f"ceod.{k}": (v if k == "model_kind" else json.dumps(v)) for k, v in meta.items()}
+
+
+def resolve_providers(provider: str) -> list[Any]:
+    """Provider list for a session: `auto` tries TensorRT, CUDA, CPU; a named one is required."""
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    names = AUTO_ORDER if provider == "auto" else (provider,)
+    if provider != "auto" and provider not in PROVIDERS:
+        raise RuntimeModelError(f"--provider {provider}: choose auto, {', '.join(PROVIDERS)}")
+    if any(n in ("cuda", "tensorrt") for n in names) and hasattr(ort, "preload_dlls"):
+        try:  # CUDA/cuDNN from the torch or nvidia-* wheels, where installed
+            ort.preload_dlls()
+        except Exception as exc:  # noqa: BLE001 - only a hint
+            log.info("preload_dlls: %s", exc)
+    chosen: list[Any] = []
+    for n in names:
+        full = PROVIDERS[n]
+        if full not in available:
+            if provider != "auto":
+                raise RuntimeModelError(f"provider {full} is not in this onnxruntime build ({available})")
+            continue
+        if n == "cuda":
+            chosen.append((full, {"cudnn_conv_algo_search": "HEURISTIC"}))
+        elif n == "tensorrt":
+            chosen.append((full, {"trt_fp16_enable": False}))
+        else:
+            chosen.append(full)
+    return chosen
+
+
+def create_session(path: str | Path, provider: str = "auto", threads: int = 0):
+    """An InferenceSession and its ModelInfo; fails when a named provider does not load."""
+    import onnxruntime as ort
+
+    path = Path(path)
+    if not path.is_file():
+        raise RuntimeModelError(f"model file not found: {path}")
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # ORT's provider-load errors are reported below, by name
+    if threads:
+        options.intra_op_num_threads = threads
+    try:
+        session = ort.InferenceSession(str(path), options, providers=resolve_providers(provider))
+    except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types
+        if isinstance(exc, RuntimeModelError):
+            raise
+        raise RuntimeModelError(f"cannot load {path}: {str(exc).splitlines()[0][:300]}") from None
+    used = session.get_providers()
+    if provider != "auto" and PROVIDERS[provider] not in used:
+        raise RuntimeModelError(f"provider {PROVIDERS[provider]} could not be loaded (session uses {used}); "
+                                "check the CUDA/cuDNN/TensorRT installation or use --provider auto")
+    props = session.get_modelmeta().custom_metadata_map
+    info = ModelInfo.from_metadata(props, tuple(o.name for o in session.get_outputs()), str(path))
+    log.info("%s: providers in use %s", path.name, used)
+    return session, info
+
+
+def softmax_def(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e[:, 1] / e.sum(axis=1)
+
+
+class OnnxModel:
+    """One exported ceod model with its own preprocessing; `run` takes RGB uint8 images."""
+
+    def __init__(self, path: str | Path, provider: str = "auto", threads: int = 0) -> None:
+        self.path = Path(path)
+        self.session, self.info = create_session(path, provider, threads)
+        inp = self.session.get_inputs()[0]
+        self.input_name = inp.name
+        self.input_type = np.float16 if "float16" in inp.type else np.float32
+
+    @property
+    def providers(self) -> list[str]:
+        return self.session.get_providers()
+
+    def prepare(self, images: list[np.ndarray]) -> np.ndarray:
+        for im in images:
+            if im.ndim != 3 or im.shape[2] != 3 or im.dtype != np.uint8:
+                raise RuntimeModelError(f"expected RGB uint8 images [H,W,3], got {im.dtype} {im.shape}")
+        return preprocess(images, self.info.input_size, self.info.mean, self.info.std).astype(self.input_type)
+
+    def run_tensor(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        s = self.info.input_size
+        if x.ndim != 4 or x.shape[1:] != (3, s, s):
+            raise RuntimeModelError(f"input must be [N,3,{s},{s}], got {list(x.shape)}")
+        outs = self.session.run(None, {self.input_name: x.astype(self.input_type, copy=False)})
+        return {name: np.asarray(o, dtype=np.float32) for name, o in zip(self.info.outputs, outs)}
+
+    def run(self, images: list[np.ndarray]) -> dict[str, np.ndarray]:
+        return self.run_tensor(self.prepare(images))
+
+
+def classify(model: OnnxModel, outputs: dict[str, np.ndarray], threshold: float | None = None
+             ) -> tuple[np.ndarray, np.ndarray]:
+    """P(def) and verdict booleans (True = def) at the model's (or an overriding) threshold."""
+    scores = softmax_def(outputs["logits"])
+    return scores, scores >= (model.info.threshold if threshold is None else threshold)

@@ -1,0 +1,310 @@
+"""`ceod inspect`: the line runtime. Sources -> bounded decode queue -> batched ONNX inference -> log.
+
+Imports numpy, OpenCV and onnxruntime only (never torch). Every input gets exactly one record;
+a bad input gets an error record and the run goes on.
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import json
+import queue
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterator
+
+import cv2
+import numpy as np
+
+from ceod.imageio import ImageDecodeError, decode_image
+from ceod.metrics import percentiles_ms
+from export.runtime import OnnxModel, classify
+
+VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".mov", ".m4v", ".webm"}
+_END = object()
+
+
+@dataclass
+class Item:
+    source: str
+    image: np.ndarray | None
+    error: str | None
+    t0: float  # when decoding started (latency counts from here)
+
+
+@dataclass
+class Summary:
+    records: int = 0
+    ok: int = 0
+    defective: int = 0
+    errors: int = 0
+    latencies: list[float] = field(default_factory=list)
+    started: float = field(default_factory=time.perf_counter)
+    providers: list[str] = field(default_factory=list)
+    interrupted: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        seconds = time.perf_counter() - self.started
+        return {"records": self.records, "ok": self.ok, "def": self.defective, "errors": self.errors,
+                **percentiles_ms(self.latencies), "seconds": round(seconds, 3),
+                "throughput_per_s": self.records / seconds if seconds > 0 else 0.0,
+                "providers": self.providers, "interrupted": self.interrupted}
+
+
+# ---------------------------------------------------------------- sources
+
+def iter_source(src: str, stdin=None) -> Iterator[tuple[str, Any]]:
+    """(source id, payload): payload is bytes for files, an ndarray for frames, or an Exception."""
+    if src == "-":
+        for line in (stdin or sys.stdin):
+            path = line.strip()
+            if path:
+                yield path, _read_bytes(path)
+        return
+    if src.startswith("camera:"):
+        yield from _frames(int(src.split(":", 1)[1]), f"camera{src.split(':', 1)[1]}")
+        return
+    p = Path(src)
+    if p.is_dir():
+        for f in sorted(x for x in p.iterdir() if x.is_file() and not x.name.startswith(".")):
+            yield str(f), _read_bytes(f)
+        return
+    if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES:
+        yield from _frames(str(p), p.name)
+        return
+    if p.is_file():
+        yield str(p), _read_bytes(p)
+        return
+    if any(c in src for c in "*?["):
+        for f in sorted(glob.glob(src, recursive=True)):
+            if Path(f).is_file():
+                yield f, _read_bytes(f)
+        return
+    raise FileNotFoundError(f"--source {src}: not a folder, file, video, glob, camera:N or '-'")
+
+
+def _read_bytes(path) -> Any:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        return ImageDecodeError(f"cannot read: {exc.strerror}")
+
+
+def _frames(device, name: str) -> Iterator[tuple[str, Any]]:
+    cap = cv2.VideoCapture(device)
+    if not cap.isOpened():
+        yield name, ImageDecodeError("cannot open video/camera")
+        return
+    index = 0
+    try:
+        while True:
+            ok, frame = cap.read()
+            if not ok:
+                break
+            yield f"{name}#{index}", frame
+            index += 1
+    finally:
+        cap.release()
+
+
+def _decode(payload: Any) -> np.ndarray:
+    if isinstance(payload, Exception):
+        raise payload
+    if isinstance(payload, np.ndarray):  # a BGR video frame
+        return cv2.cvtColor(payload, cv2.COLOR_BGR2RGB)
+    return decode_image(payload)
+
+
+# ---------------------------------------------------------------- log
+
+class RecordLog:
+    """JSON lines or CSV, flushed after every batch so a crash or Ctrl-C loses nothing written."""
+
+    FIELDS = ["time", "source", "verdict", "score", "latency_ms", "status", "reason"]
+
+    def __init__(self, path: str | Path | None) -> None:
+        self.path = Path(path) if path else None
+        self.fh = None
+        if self.path:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.fh = self.path.open("w", newline="")
+            self.csv = csv.DictWriter(self.fh, self.FIELDS) if self.path.suffix == ".csv" else None
+            if self.csv:
+                self.csv.writeheader()
+
+    def write(self, record: dict[str, Any]) -> None:
+        if self.fh is None:
+            return
+        if self.csv:
+            self.csv.writerow(record)
+        else:
+            self.fh.write(json.dumps(record) + "\n")
+
+    def flush(self) -> None:
+        if self.fh:
+            self.fh.flush()
+
+    def close(self) -> None:
+        if self.fh:
+            self.fh.close()
+
+
+# ---------------------------------------------------------------- the run
+
+class Inspector:
+    """Holds the sessions; `run` consumes a source and writes records."""
+
+    def __init__(self, model: str | Path, provider: str = "auto", threshold: float | None = None,
+                 segmenter: str | Path | None = None, threads: int = 0) -> None:
+        self.model = OnnxModel(model, provider, threads)
+        if self.model.info.kind != "classifier":
+            raise ValueError(f"{model} is a {self.model.info.kind} model; --model takes a classifier")
+        self.threshold = self.model.info.threshold if threshold is None else threshold
+        self.segmenter = OnnxModel(segmenter, provider, threads) if segmenter else None
+
+    def infer(self, images: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Scores, verdicts (True = def) and heatmaps (or None) for RGB uint8 images."""
+        x = self.model.prepare(images)
+        if self.segmenter is not None:
+            # Two-stage alternative: segment, then blank the outside of the AOI (mean colour = 0).
+            aoi = self.segmenter.run(images)["aoi_logits"][:, 0] > 0
+            s = self.model.info.input_size
+            if aoi.shape[-1] != s:
+                aoi = np.stack([cv2.resize(m.astype(np.uint8), (s, s), interpolation=cv2.INTER_NEAREST) > 0
+                                for m in aoi])
+            x = x * aoi[:, None]
+        outputs = self.model.run_tensor(x)
+        scores, verdicts = classify(self.model, outputs, self.threshold)
+        return scores, verdicts, outputs.get("heatmap")
+
+    def run(self, source: str, log_path: str | Path | None = None, overlays: str | Path | None = None,
+            batch: int = 1, live: bool = True, stdin=None, queue_size: int = 64) -> Summary:
+        summary = Summary(providers=self.model.providers)
+        log = RecordLog(log_path)
+        q: queue.Queue = queue.Queue(maxsize=queue_size)
+        stop = threading.Event()
+        producer_error: list[BaseException] = []
+
+        def produce() -> None:
+            try:
+                for sid, payload in iter_source(source, stdin):
+                    if stop.is_set():
+                        break
+                    t0 = time.perf_counter()
+                    try:
+                        item = Item(sid, _decode(payload), None, t0)
+                    except ImageDecodeError as exc:
+                        item = Item(sid, None, str(exc), t0)
+                    except Exception as exc:  # noqa: BLE001 - one bad input never ends the run
+                        item = Item(sid, None, f"{type(exc).__name__}: {exc}", t0)
+                    while not stop.is_set():
+                        try:
+                            q.put(item, timeout=0.2)
+                            break
+                        except queue.Full:
+                            continue
+            except BaseException as exc:  # noqa: BLE001
+                producer_error.append(exc)
+            finally:
+                q.put(_END)
+
+        thread = threading.Thread(target=produce, daemon=True, name="ceod-decode")
+        thread.start()
+        overlay_dir = Path(overlays) if overlays else None
+        if overlay_dir:
+            overlay_dir.mkdir(parents=True, exist_ok=True)
+        last_print = time.perf_counter()
+        pending: list[Item] = []
+        try:
+            done = False
+            while not done:
+                item = q.get()
+                if item is _END:
+                    done = True
+                else:
+                    pending.append(item)
+                    # take what is already decoded, up to the batch size, without waiting
+                    while len(pending) < batch:
+                        try:
+                            nxt = q.get_nowait()
+                        except queue.Empty:
+                            break
+                        if nxt is _END:
+                            done = True
+                            break
+                        pending.append(nxt)
+                if pending:
+                    self._process(pending, log, summary, overlay_dir)
+                    pending = []
+                if live and time.perf_counter() - last_print > 2.0:
+                    rate = summary.records / (time.perf_counter() - summary.started)
+                    print(f"\r{summary.records} inspected, {summary.errors} errors, {rate:.1f}/s",
+                          end="", file=sys.stderr, flush=True)
+                    last_print = time.perf_counter()
+        except KeyboardInterrupt:
+            summary.interrupted = True
+            stop.set()
+            if pending:
+                self._process(pending, log, summary, overlay_dir)
+        finally:
+            stop.set()
+            log.flush()
+            log.close()
+            if live and summary.records:
+                print("", file=sys.stderr)
+        if producer_error and not isinstance(producer_error[0], KeyboardInterrupt):
+            raise producer_error[0]
+        return summary
+
+    def _process(self, items: list[Item], log: RecordLog, summary: Summary, overlay_dir: Path | None) -> None:
+        good = [it for it in items if it.image is not None]
+        results: dict[int, tuple[float, bool, np.ndarray | None]] = {}
+        failure: str | None = None
+        if good:
+            try:
+                scores, verdicts, heatmaps = self.infer([it.image for it in good])
+                for k, it in enumerate(good):
+                    results[id(it)] = (float(scores[k]), bool(verdicts[k]),
+                                       None if heatmaps is None else heatmaps[k, 0])
+            except Exception as exc:  # noqa: BLE001 - e.g. an image too large for memory
+                failure = f"{type(exc).__name__}: {str(exc)[:200]}"
+        now = time.perf_counter()
+        stamp = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+        for it in items:
+            latency = (now - it.t0) * 1000
+            if it.image is not None and id(it) in results:
+                score, is_def, heat = results[id(it)]
+                record = {"time": stamp, "source": it.source, "verdict": "def" if is_def else "ok",
+                          "score": round(score, 6), "latency_ms": round(latency, 3), "status": "ok", "reason": ""}
+                summary.defective += is_def
+                summary.ok += not is_def
+                summary.latencies.append(latency / 1000)
+                if overlay_dir is not None:
+                    self._overlay(overlay_dir, summary.records, it, record, heat)
+            else:
+                record = {"time": stamp, "source": it.source, "verdict": None, "score": None,
+                          "latency_ms": round(latency, 3), "status": "error", "reason": it.error or failure}
+                summary.errors += 1
+            summary.records += 1
+            log.write(record)
+        log.flush()
+
+    def _overlay(self, folder: Path, index: int, item: Item, record: dict, heat: np.ndarray | None) -> None:
+        from ceod.overlay import draw_overlay, save_rgb
+        s = self.model.info.input_size
+        small = cv2.resize(item.image, (s, s), interpolation=cv2.INTER_AREA)
+        text = f"{record['verdict']} {record['score']:.2f}"
+        save_rgb(folder / f"{index:06d}_{record['verdict']}.png",
+                 draw_overlay(small, None, heat, text, colour=(255, 40, 40)))
+
+
+def format_summary(s: dict[str, Any]) -> str:
+    return (f"{s['records']} records: {s['ok']} ok, {s['def']} def, {s['errors']} errors; latency p50 "
+            f"{s['p50_ms']:.2f} ms, p95 {s['p95_ms']:.2f} ms, p99 {s['p99_ms']:.2f} ms; "
+            f"{s['throughput_per_s']:.1f} images/s; providers {s['providers']}"
+            + ("; interrupted" if s["interrupted"] else ""))
