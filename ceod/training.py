@@ -113,6 +113,7 @@ def fit(spec: FitSpec) -> dict[str, Any]:
             raw, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
     best_epoch = max((h["epoch"] for h in history if h.get(spec.monitor) == best), default=-1)
     started = time.perf_counter()
+    step_seconds: list[float] = []
     global_step = start_epoch * len(spec.loader)
     for epoch in range(start_epoch, spec.epochs):
         # RNG is derived from (seed, epoch, rank), so a resumed run replays the same epoch exactly.
@@ -136,6 +137,7 @@ def fit(spec: FitSpec) -> dict[str, Any]:
         batches = progress_bar(spec.loader, total=len(spec.loader), desc=f"epoch {epoch + 1}/{spec.epochs}",
                                disable=not (spec.progress and ctx.is_main))
         for batch in batches:
+            step_start = time.perf_counter()
             loss, logs = spec.step(model, batch, epoch)
             if not torch.isfinite(loss):
                 raise TrainingDiverged(
@@ -146,6 +148,7 @@ def fit(spec: FitSpec) -> dict[str, Any]:
             loss.backward()
             spec.optimizer.step()
             spec.scheduler.step()
+            step_seconds.append(time.perf_counter() - step_start)
             global_step += 1
             for k, v in logs.items():
                 sums[k] = sums.get(k, 0.0) + v
@@ -175,7 +178,8 @@ def fit(spec: FitSpec) -> dict[str, Any]:
         if spec.on_epoch_end is not None:
             spec.on_epoch_end(epoch)
     return {"history": history, "best": best, "best_epoch": best_epoch,
-            "seconds": round(time.perf_counter() - started, 2)}
+            "seconds": round(time.perf_counter() - started, 2),
+            "step_ms_median": float(np.median(step_seconds) * 1000) if step_seconds else None}
 
 
 def write_history(out: Path, history: list[dict], monitor: str) -> None:

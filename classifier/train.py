@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -76,15 +75,12 @@ def train_classifier(cfg: ClassifierConfig, data: str | Path, out: str | Path, s
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=cfg.train.lr, total_steps=max(cfg.train.epochs * len(loader), 1), pct_start=0.15)
     criterion = CEODLoss(cfg.loss)
-    step_times: list[float] = []
 
     def step(model, batch, epoch):
-        t = time.perf_counter()
         x, m, y, _ = batch
         x, m, y = x.to(ctx.device), m.to(ctx.device), y.to(ctx.device)
         logits, feats = model(x, return_features=True)
         res = criterion(model, logits, feats, m, y, epoch)
-        step_times.append(time.perf_counter() - t)
         return res.total, {"loss": res.total.item(), "ce": res.ce.item(), "aoi_term": res.term.item()}
 
     state: dict[str, Any] = {}
@@ -116,7 +112,7 @@ def train_classifier(cfg: ClassifierConfig, data: str | Path, out: str | Path, s
         best = next(h for h in result["history"] if h["epoch"] == result["best_epoch"]) if result["best_epoch"] >= 0 else {}
         summary = {"kind": "classifier", "loss": loss_name(cfg), "seed": seed, "aoi_source": mask_label,
                    "best_epoch": result["best_epoch"], "best": best, "train_seconds": result["seconds"],
-                   "step_ms_median": float(np.median(step_times) * 1000) if step_times else None,
+                   "step_ms_median": result["step_ms_median"],
                    "train_images": len(train), "val_images": len(val), "data_fingerprint": fp,
                    "config": to_dict(cfg)}
         write_json(out / "metrics.json", summary)

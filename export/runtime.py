@@ -61,6 +61,24 @@ def metadata_props(meta: dict[str, Any]) -> dict[str, str]:
     return {f"ceod.{k}": (v if k == "model_kind" else json.dumps(v)) for k, v in meta.items()}
 
 
+# Libraries whose absence means a provider cannot load; `auto` skips it instead of letting ORT
+# print a page of errors on every CPU-only line PC.
+_NEEDS = {"cuda": ("libcuda.so.1",), "tensorrt": ("libcuda.so.1", "libnvinfer.so.10")}
+
+
+def _loadable(provider: str) -> bool:
+    import ctypes
+    import sys
+    if not sys.platform.startswith("linux"):
+        return True  # let onnxruntime decide
+    for lib in _NEEDS.get(provider, ()):
+        try:
+            ctypes.CDLL(lib)
+        except OSError:
+            return False
+    return True
+
+
 def resolve_providers(provider: str) -> list[Any]:
     """Provider list for a session: `auto` tries TensorRT, CUDA, CPU; a named one is required."""
     import onnxruntime as ort
@@ -77,6 +95,9 @@ def resolve_providers(provider: str) -> list[Any]:
     chosen: list[Any] = []
     for n in names:
         full = PROVIDERS[n]
+        if provider == "auto" and not _loadable(n):
+            log.info("skipping %s: its libraries are not loadable here", full)
+            continue
         if full not in available:
             if provider != "auto":
                 raise RuntimeModelError(f"provider {full} is not in this onnxruntime build ({available})")

@@ -198,6 +198,23 @@ def _inspect(a: argparse.Namespace) -> int:
     return 0
 
 
+@command("bench")
+def _bench(a: argparse.Namespace) -> int:
+    from pipeline.bench import run_bench
+    batches = [int(b) for b in a.batch.split(",")]
+    run_bench(a.classifier, a.plain, a.segmenter, batches, a.provider, Path(a.out), a.iters, a.warmup,
+              a.torch_model, a.images, not a.no_training)
+    print((Path(a.out) / "bench.md").read_text())
+    return 0
+
+
+@command("demo")
+def _demo(a: argparse.Namespace) -> int:
+    from pipeline.demo import run_demo
+    run_demo(a.out, a.quick, a.seed, a.variant)
+    return 0
+
+
 @command("experiment")
 def _experiment(a: argparse.Namespace) -> int:
     from classifier.experiment import run_experiment
@@ -297,6 +314,25 @@ def build_parser() -> argparse.ArgumentParser:
     ins.add_argument("--segmenter", help="segmenter.onnx: run the two-stage alternative")
     ins.add_argument("--summary-json", help="also write the summary as JSON")
     ins.add_argument("--quiet", action="store_true", help="no live rate")
+
+    b = sub.add_parser("bench", help="latency: CEOD vs plain CNN vs segmenter+classifier; training cost")
+    b.add_argument("--classifier", required=True, help="the CEOD classifier (ONNX)")
+    b.add_argument("--plain", required=True, help="the plain CNN (CE) with the same architecture (ONNX)")
+    b.add_argument("--segmenter", help="segmenter ONNX for the two-stage alternative")
+    b.add_argument("--batch", default="1,8,32")
+    b.add_argument("--provider", default="auto", choices=["auto", "tensorrt", "cuda", "cpu"])
+    b.add_argument("--out", default="runs/bench")
+    b.add_argument("--iters", type=int, default=50)
+    b.add_argument("--warmup", type=int, default=5)
+    b.add_argument("--torch-model", help="the CEOD run folder, for torch eager vs onnxruntime")
+    b.add_argument("--images", help="folder of images for end-to-end inspection throughput")
+    b.add_argument("--no-training", action="store_true", help="skip the training step-time comparison")
+
+    dm = sub.add_parser("demo", help="the whole pipeline on the synthetic line, with report.md")
+    dm.add_argument("--out", default="runs/demo")
+    dm.add_argument("--quick", action="store_true", help="a smaller line and shorter training (< 3 min)")
+    dm.add_argument("--seed", type=int, default=0)
+    dm.add_argument("--variant", help="CEOD variant (see classifier/experiment.py VARIANTS)")
 
     x = sub.add_parser("experiment", help="CE vs CEOD variants over seeds, with audit (docs/results.md)")
     x.add_argument("--out", default="runs/experiment")

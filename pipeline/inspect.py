@@ -157,7 +157,11 @@ class RecordLog:
 # ---------------------------------------------------------------- the run
 
 class Inspector:
-    """Holds the sessions; `run` consumes a source and writes records."""
+    """Holds the sessions; `run` consumes a source and writes records.
+
+    Latency of a record counts from the start of its decode to its verdict, so it includes any
+    time spent waiting in the queue behind a backlog (what a line system experiences).
+    """
 
     def __init__(self, model: str | Path, provider: str = "auto", threshold: float | None = None,
                  segmenter: str | Path | None = None, threads: int = 0) -> None:
@@ -183,31 +187,47 @@ class Inspector:
         return scores, verdicts, outputs.get("heatmap")
 
     def run(self, source: str, log_path: str | Path | None = None, overlays: str | Path | None = None,
-            batch: int = 1, live: bool = True, stdin=None, queue_size: int = 64) -> Summary:
+            batch: int = 1, live: bool = True, stdin=None, queue_size: int = 64,
+            decoders: int = 2) -> Summary:
         summary = Summary(providers=self.model.providers)
         log = RecordLog(log_path)
         q: queue.Queue = queue.Queue(maxsize=queue_size)
         stop = threading.Event()
         producer_error: list[BaseException] = []
 
-        def produce() -> None:
+        def decode(sid: str, payload: Any) -> Item:
+            t0 = time.perf_counter()
             try:
-                for sid, payload in iter_source(source, stdin):
-                    if stop.is_set():
-                        break
-                    t0 = time.perf_counter()
-                    try:
-                        item = Item(sid, _decode(payload), None, t0)
-                    except ImageDecodeError as exc:
-                        item = Item(sid, None, str(exc), t0)
-                    except Exception as exc:  # noqa: BLE001 - one bad input never ends the run
-                        item = Item(sid, None, f"{type(exc).__name__}: {exc}", t0)
-                    while not stop.is_set():
-                        try:
-                            q.put(item, timeout=0.2)
+                return Item(sid, _decode(payload), None, t0)
+            except ImageDecodeError as exc:
+                return Item(sid, None, str(exc), t0)
+            except Exception as exc:  # noqa: BLE001 - one bad input never ends the run
+                return Item(sid, None, f"{type(exc).__name__}: {exc}", t0)
+
+        def put(item: Item) -> bool:
+            while not stop.is_set():
+                try:
+                    q.put(item, timeout=0.2)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+
+        def produce() -> None:
+            # Decoding runs on `decoders` threads (OpenCV releases the GIL); records keep input order.
+            from collections import deque
+            from concurrent.futures import ThreadPoolExecutor
+            try:
+                with ThreadPoolExecutor(max_workers=decoders, thread_name_prefix="ceod-decode") as pool:
+                    window: deque = deque()
+                    for sid, payload in iter_source(source, stdin):
+                        if stop.is_set():
                             break
-                        except queue.Full:
-                            continue
+                        window.append(pool.submit(decode, sid, payload))
+                        if len(window) >= 2 * decoders and not put(window.popleft().result()):
+                            break
+                    while window and not stop.is_set():
+                        put(window.popleft().result())
             except BaseException as exc:  # noqa: BLE001
                 producer_error.append(exc)
             finally:

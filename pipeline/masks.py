@@ -28,12 +28,13 @@ def mask_source(spec: str, cache_dir: Path | None = None):
 
 def _from_dataset(root: Path):
     manifest = read_manifest(root, collect_only=True)
-    by_image = {str(s.image): s for s in manifest.samples}
+    # The predicted dataset reaches the images through its `source` link: compare resolved paths.
+    by_image = {s.image.resolve(): s for s in manifest.samples}
 
     def source(samples: list[Sample], size: int) -> np.ndarray:
         rows = []
         for s in samples:
-            match = by_image.get(str(s.image))
+            match = by_image.get(s.image.resolve())
             if match is None or match.aoi is None:
                 raise DatasetError(f"manifest row {s.row}: {s.image.name}: no predicted AOI for this image in {root}")
             rows.append(match)

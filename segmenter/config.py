@@ -14,7 +14,7 @@ class SegModelConfig:
     arch: str = "Unet"
     encoder: str = "resnet18"
     encoder_depth: int = 4
-    decoder_channels: list[int] = field(default_factory=lambda: [128, 64, 32, 16])
+    decoder_channels: list[int] = field(default_factory=lambda: [64, 32, 16, 8])
 
     def validate(self) -> None:
         if len(self.decoder_channels) != self.encoder_depth:

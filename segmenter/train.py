@@ -91,7 +91,7 @@ def train_segmenter(cfg: SegmenterConfig, data: str | Path, out: str | Path, see
         return {}
     best = next((h for h in result["history"] if h["epoch"] == result["best_epoch"]), {})
     summary = {"kind": "segmenter", "seed": seed, "best_epoch": result["best_epoch"], "best": best,
-               "train_seconds": result["seconds"], "train_images": len(train), "val_images": len(val),
+               "train_seconds": result["seconds"], "step_ms_median": result["step_ms_median"], "train_images": len(train), "val_images": len(val),
                "data_fingerprint": fp, "config": to_dict(cfg)}
     write_json(out / "metrics.json", summary)
     return summary

@@ -1,0 +1,172 @@
+"""`ceod demo`: the whole flow on the synthetic line, ending in runs/demo/report.md.
+
+synthesise -> train segmenter -> predict AOI masks -> train a plain CNN (CE) and a CEOD classifier
+on those masks -> evaluate both on test / test_shift / test_anti with the audit -> export both ->
+inspect test_shift with the ONNX classifier -> bench -> report.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+TEST_SPLITS = ("test", "test_shift", "test_anti")
+
+
+@dataclass
+class DemoPlan:
+    synth_preset: str
+    synth_overrides: dict[str, Any]
+    input_size: int
+    seg_images: int
+    seg_epochs: int
+    cls_epochs: int
+    bench_iters: int
+    batches: list[int]
+    variant: str = "ceod-signed"
+    cls_overrides: dict[str, Any] = field(default_factory=dict)
+
+
+FULL = DemoPlan("small", {}, 128, seg_images=200, seg_epochs=8, cls_epochs=12, bench_iters=50, batches=[1, 8, 32])
+QUICK = DemoPlan("small", {"size": 64, "counts": {"train": 400, "val": 80, "test": 80, "test_shift": 80,
+                                                  "test_anti": 80}},
+                 64, seg_images=60, seg_epochs=3, cls_epochs=6, bench_iters=15, batches=[1, 8],
+                 cls_overrides={"model.width": 16})
+
+
+class Stages:
+    """Wall time of each stage, printed as it goes."""
+
+    def __init__(self) -> None:
+        self.times: list[tuple[str, float]] = []
+        self.started = time.perf_counter()
+
+    @contextmanager
+    def __call__(self, name: str):
+        print(f"\n=== {name}", flush=True)
+        t = time.perf_counter()
+        yield
+        self.times.append((name, time.perf_counter() - t))
+        print(f"=== {name}: {self.times[-1][1]:.1f} s", flush=True)
+
+    @property
+    def total(self) -> float:
+        return time.perf_counter() - self.started
+
+
+def run_demo(out: str | Path, quick: bool = False, seed: int = 0, variant: str | None = None) -> Path:
+    from ceod.config import load_config
+    from ceod.dataset import load_split, read_manifest
+    from ceod.synth import config_for, synthesize
+    from classifier.config import ClassifierConfig
+    from classifier.evaluate import audit, evaluate
+    from classifier.experiment import VARIANTS
+    from classifier.inference import load_classifier
+    from classifier.train import train_classifier
+    from export.onnx_export import export_run
+    from pipeline.bench import run_bench
+    from pipeline.inspect import Inspector
+    from pipeline.masks import mask_source
+    from segmenter.config import SegmenterConfig
+    from segmenter.evaluate import evaluate_segmenter
+    from segmenter.predict import predict_dataset
+    from segmenter.train import train_segmenter
+
+    plan = QUICK if quick else FULL
+    variant = variant or plan.variant
+    if variant not in VARIANTS or variant == "ce":
+        raise ValueError(f"--variant {variant}: choose a CEOD variant from {[v for v in VARIANTS if v != 'ce']}")
+    out = Path(out)
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    stage = Stages()
+    facts: dict[str, Any] = {"quick": quick, "seed": seed, "variant": variant, "plan": plan.__dict__}
+    data, pred = out / "data", out / "data_pred"
+
+    with stage("synthesise the line"):
+        summary = synthesize(data, config_for(plan.synth_preset, overrides=plan.synth_overrides), seed, preview=True)
+        facts["synth"] = summary
+    with stage("train the AOI segmenter"):
+        seg_cfg = load_config(SegmenterConfig, None, "segmenter.yaml",
+                              {"input_size": plan.input_size, "train.epochs": plan.seg_epochs})
+        facts["segmenter"] = train_segmenter(seg_cfg, data, out / "segmenter", seed, plan.seg_images)
+        facts["segmenter_test"] = evaluate_segmenter(out / "segmenter", data, "test", overlay_dir=out / "segmenter")
+    with stage("predict AOI masks for every image"):
+        facts["predict_aoi"] = predict_dataset(out / "segmenter", data, pred)
+    label, source = mask_source(str(pred))
+    runs = {"plain": out / "plain_ce", "ceod": out / f"ceod_{variant}"}
+    for name, overrides in (("plain", VARIANTS["ce"]), ("ceod", VARIANTS[variant])):
+        with stage(f"train the {'plain CNN (CE)' if name == 'plain' else f'CEOD classifier ({variant})'}"):
+            cfg = load_config(ClassifierConfig, None, "classifier.yaml", {
+                "input_size": plan.input_size, "train.epochs": plan.cls_epochs, **plan.cls_overrides, **overrides})
+            facts[f"train_{name}"] = train_classifier(cfg, data, runs[name], seed, source, label)
+    with stage("evaluate and audit on test, test_shift, test_anti"):
+        manifest = read_manifest(data)
+        evals: dict[str, dict[str, Any]] = {}
+        for name, run in runs.items():
+            model, cfg, meta = load_classifier(run)
+            for split in TEST_SPLITS:
+                loaded = load_split(manifest.split(split), cfg.input_size, root=data)
+                ev = evaluate(model, cfg, meta, loaded)
+                au = audit(model, cfg, meta, loaded, seed)
+                evals.setdefault(name, {})[split] = {
+                    **{k: ev[k] for k in ("balanced_accuracy", "accuracy", "auroc", "f1", "aoi_attention")},
+                    "flip": {k: au[k]["flip_rate"] for k in ("swap", "shift", "grey", "noise")}}
+        facts["evaluation"] = evals
+        facts["gradcam_picture"] = gradcam_comparison(runs, data, out / "gradcam_ce_vs_ceod.png")
+    with stage("export both classifiers and the segmenter to ONNX"):
+        onnx_dir = out / "onnx"
+        facts["export"] = {
+            "plain": export_run(runs["plain"], onnx_dir / "plain.onnx"),
+            "ceod": export_run(runs["ceod"], onnx_dir / "ceod.onnx"),
+            "ceod_heatmap": export_run(runs["ceod"], onnx_dir / "ceod_heatmap.onnx", heatmap=True),
+            "segmenter": export_run(out / "segmenter", onnx_dir / "segmenter.onnx"),
+        }
+    with stage("inspect test_shift with the ONNX classifier"):
+        inspector = Inspector(onnx_dir / "ceod_heatmap.onnx", "auto")
+        s = inspector.run(str(data / "images" / "test_shift" / "*" / "*.png"), out / "inspect.jsonl",
+                          out / "overlays", batch=8, live=False).as_dict()
+        facts["inspect"] = s
+    with stage("benchmark"):
+        facts["bench"] = run_bench(str(onnx_dir / "ceod.onnx"), str(onnx_dir / "plain.onnx"),
+                                   str(onnx_dir / "segmenter.onnx"), plan.batches, "auto", out / "bench",
+                                   plan.bench_iters, 5, str(runs["ceod"]),
+                                   str(data / "images" / "test_shift" / "*" / "*.png"))
+    facts["stages"] = stage.times
+    facts["wall_seconds"] = stage.total
+    (out / "facts.json").write_text(json.dumps(facts, indent=1, default=str))
+    from pipeline.report import write_report
+    path = write_report(out, facts)
+    print(f"\ndemo finished in {stage.total:.0f} s; report: {path}")
+    return path
+
+
+def gradcam_comparison(runs: dict[str, Path], data: Path, path: Path, n: int = 8) -> str:
+    """The same test_anti images under CE and under CEOD: where does each look?"""
+    from ceod.dataset import load_split, read_manifest
+    from ceod.overlay import draw_overlay, grid, save_rgb
+    from classifier.inference import load_classifier, predict
+
+    manifest = read_manifest(data)
+    rows = [s for s in manifest.split("test_anti") if s.extra.get("distractor") == "1"][:n]
+    rows = rows or manifest.split("test_anti")[:n]
+    tiles = []
+    for name, run in runs.items():
+        model, cfg, meta = load_classifier(run)
+        loaded = load_split(rows, cfg.input_size, root=data)
+        probs, cams = predict(model, loaded.images, cfg.mean, cfg.std, with_cam=True)
+        for i in range(len(rows)):
+            verdict = "def" if probs[i] >= meta["threshold"] else "ok"
+            truth = "def" if loaded.labels[i] else "ok"
+            tiles.append(draw_overlay(loaded.images[i], loaded.aoi[i], cams[i],
+                                      f"{'CE' if name == 'plain' else 'CEOD'} {truth}->{verdict}",
+                                      scale=max(1, 128 // cfg.input_size) * 2))
+    return str(save_rgb(path, grid(tiles, len(rows))))

@@ -1,0 +1,38 @@
+"""The README's main job, quick form: it runs end to end and its report holds what it promises."""
+
+import json
+import re
+
+import pytest
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    from pipeline.demo import run_demo
+    out = tmp_path_factory.mktemp("demo") / "quick"
+    report = run_demo(out, quick=True)
+    return out, report.read_text(), json.loads((out / "facts.json").read_text())
+
+
+def test_report_sections_and_pictures_exist(demo):
+    out, text, _ = demo
+    for heading in ("The synthetic line", "AOI segmenter", "Plain CNN (CE) vs CEOD", "Export and line inspection",
+                    "Benchmark"):
+        assert heading in text
+    pictures = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
+    assert len(pictures) >= 6
+    for rel in pictures:
+        assert (out / rel).is_file(), rel
+
+
+def test_report_figures_match_the_run(demo):
+    out, text, facts = demo
+    n_shift = sum(1 for line in (out / "data" / "manifest.csv").read_text().splitlines() if ",test_shift," in line)
+    assert facts["inspect"]["records"] == n_shift == len((out / "inspect.jsonl").read_text().splitlines())
+    assert all(r["passed"] for r in facts["export"].values())
+    assert set(facts["evaluation"]) == {"plain", "ceod"}
+    assert set(facts["evaluation"]["ceod"]) == {"test", "test_shift", "test_anti"}
+    ratios = facts["bench"]["latency"]["ratios"]
+    assert [r["batch"] for r in ratios] == [1, 8] and all(r["ceod_over_plain_p50"] > 0 for r in ratios)
+    assert f"{facts['inspect']['records']} records" in text
+    assert (out / "bench" / "bench.json").is_file() and (out / "bench" / "bench.png").is_file()
