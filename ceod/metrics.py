@@ -76,3 +76,10 @@ def percentiles_ms(seconds: list[float] | np.ndarray) -> dict[str, float]:
     if a.size == 0:
         return {"p50_ms": float("nan"), "p95_ms": float("nan"), "p99_ms": float("nan")}
     return {f"p{q}_ms": float(np.percentile(a, q)) for q in (50, 95, 99)}
+
+
+def nanmean(values: np.ndarray) -> float:
+    """Mean over the finite entries; nan (without a warning) when there are none."""
+    v = np.asarray(values, float)
+    v = v[np.isfinite(v)]
+    return float(v.mean()) if v.size else float("nan")

@@ -96,8 +96,16 @@ def _restore(spec: FitSpec, model: nn.Module) -> tuple[int, list[dict], float]:
                                   "pass --force to resume anyway")
     model.load_state_dict(payload["state_dict"])
     spec.optimizer.load_state_dict(state["optimizer"])
-    spec.scheduler.load_state_dict(state["scheduler"])
-    return int(state["epoch"]) + 1, list(state["history"]), float(state["best"])
+    start = int(state["epoch"]) + 1
+    if payload["config"].get("train", {}).get("epochs") == spec.config.get("train", {}).get("epochs"):
+        spec.scheduler.load_state_dict(state["scheduler"])
+    else:  # a longer or shorter run: the new schedule, advanced to where training stopped
+        import warnings
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for _ in range(start * len(spec.loader)):
+                spec.scheduler.step()
+    return start, list(state["history"]), float(state["best"])
 
 
 def fit(spec: FitSpec) -> dict[str, Any]:
@@ -109,6 +117,8 @@ def fit(spec: FitSpec) -> dict[str, Any]:
     if spec.resume:
         start_epoch, history, best = _restore(spec, raw)
     if ctx.enabled:
+        if ctx.device.type == "cuda":  # one BatchNorm statistic over all ranks (SyncBN is GPU-only)
+            model = raw = nn.SyncBatchNorm.convert_sync_batchnorm(raw)
         model = nn.parallel.DistributedDataParallel(
             raw, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
     best_epoch = max((h["epoch"] for h in history if h.get(spec.monitor) == best), default=-1)

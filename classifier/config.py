@@ -15,6 +15,7 @@ class ClsModelConfig:
     width: int = 32
     pretrained: bool = False
     head: Literal["gap_linear", "mlp"] = "gap_linear"
+    norm: Literal["batch", "group"] = "batch"  # simple CNN only; group is per-sample (exact under DDP)
 
 
 @dataclass

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from ceod.dataset import LoadedSplit, load_split, read_manifest
-from ceod.metrics import binary_metrics
+from ceod.metrics import binary_metrics, nanmean
 from ceod.overlay import draw_overlay, grid, save_rgb
 from classifier.inference import aoi_attention, load_classifier, predict
 
@@ -31,7 +31,7 @@ def evaluate(model, cfg, meta: dict, data: LoadedSplit, heatmaps: int = 0,
     probs, cams = predict(model, data.images, cfg.mean, cfg.std, with_cam=True)
     result = binary_metrics(probs, data.labels, meta["threshold"])
     att = aoi_attention(cams[data.has_aoi], data.aoi[data.has_aoi]) if data.has_aoi.any() else np.array([np.nan])
-    result["aoi_attention"] = float(np.nanmean(att))
+    result["aoi_attention"] = nanmean(att)
     result["n"] = int(len(data))
     if heatmaps and heatmap_dir is not None:
         rng = np.random.default_rng(0)

@@ -8,25 +8,26 @@ from torch import nn
 from classifier.config import ClsModelConfig
 
 
-def _conv(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+def _conv(cin: int, cout: int, stride: int = 1, norm: str = "batch") -> nn.Sequential:
+    layer = nn.BatchNorm2d(cout) if norm == "batch" else nn.GroupNorm(min(8, cout), cout)
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), layer, nn.ReLU(inplace=True))
 
 
 class SimpleCNN(nn.Sequential):
     """A small CNN with stride 8: a 16x16 map at 128 px, fine enough for AOI-level CAMs."""
 
-    def __init__(self, width: int = 32) -> None:
+    def __init__(self, width: int = 32, norm: str = "batch") -> None:
         w = width
-        super().__init__(_conv(3, w, 2), _conv(w, w),
-                         _conv(w, 2 * w, 2), _conv(2 * w, 2 * w),
-                         _conv(2 * w, 4 * w, 2), _conv(4 * w, 4 * w))
+        super().__init__(_conv(3, w, 2, norm), _conv(w, w, 1, norm),
+                         _conv(w, 2 * w, 2, norm), _conv(2 * w, 2 * w, 1, norm),
+                         _conv(2 * w, 4 * w, 2, norm), _conv(4 * w, 4 * w, 1, norm))
         self.out_channels = 4 * w
 
 
 def build_backbone(cfg: ClsModelConfig) -> tuple[nn.Module, int]:
     """The feature extractor and its channel count. No weights are downloaded unless pretrained."""
     if cfg.backbone == "simple":
-        net = SimpleCNN(cfg.width)
+        net = SimpleCNN(cfg.width, cfg.norm)
         return net, net.out_channels
     import torchvision
     if cfg.backbone == "resnet18":

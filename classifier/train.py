@@ -13,7 +13,7 @@ from ceod import CLASS_NAMES, __version__
 from ceod.config import to_dict
 from ceod.dataset import LoadedSplit, Sample, fingerprint, load_split, read_manifest, train_val
 from ceod.distributed import DistContext
-from ceod.metrics import binary_metrics, calibrate_threshold
+from ceod.metrics import binary_metrics, calibrate_threshold, nanmean
 from ceod.torchdata import SplitDataset
 from ceod.training import FitSpec, ensure_writable, fit, seed_everything, write_json
 from ceod.transforms import build_augment
@@ -91,7 +91,7 @@ def train_classifier(cfg: ClassifierConfig, data: str | Path, out: str | Path, s
         m = binary_metrics(probs, val.labels, threshold)
         state["threshold"] = threshold
         return {"val_auroc": m["auroc"], "val_balanced_accuracy": m["balanced_accuracy"],
-                "val_f1": m["f1"], "val_aoi_attention": float(np.nanmean(aoi_attention(cams, val_masks)))}
+                "val_f1": m["f1"], "val_aoi_attention": nanmean(aoi_attention(cams, val_masks))}
 
     fp = fingerprint(train.samples)
 

@@ -21,6 +21,7 @@ from typing import Any, Iterator
 import cv2
 import numpy as np
 
+from ceod.errors import CeodError
 from ceod.imageio import ImageDecodeError, decode_image
 from ceod.metrics import percentiles_ms
 from export.runtime import OnnxModel, classify
@@ -131,8 +132,11 @@ class RecordLog:
         self.path = Path(path) if path else None
         self.fh = None
         if self.path:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.fh = self.path.open("w", newline="")
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self.fh = self.path.open("w", newline="")
+            except OSError as exc:
+                raise CeodError(f"cannot write the log {self.path}: {exc.strerror}; choose a writable --log") from None
             self.csv = csv.DictWriter(self.fh, self.FIELDS) if self.path.suffix == ".csv" else None
             if self.csv:
                 self.csv.writeheader()
@@ -189,8 +193,8 @@ class Inspector:
     def run(self, source: str, log_path: str | Path | None = None, overlays: str | Path | None = None,
             batch: int = 1, live: bool = True, stdin=None, queue_size: int = 64,
             decoders: int = 2) -> Summary:
-        summary = Summary(providers=self.model.providers)
         log = RecordLog(log_path)
+        summary = Summary(providers=self.model.providers)
         q: queue.Queue = queue.Queue(maxsize=queue_size)
         stop = threading.Event()
         producer_error: list[BaseException] = []

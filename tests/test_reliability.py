@@ -1,0 +1,105 @@
+"""Resume after SIGKILL, refusal to resume on a changed config, NaN stop, unwritable paths."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from ceod.checkpoint import CheckpointError, load_checkpoint
+from ceod.config import load_config
+from ceod.training import FitSpec, TrainingDiverged, fit
+from classifier.config import ClassifierConfig
+from classifier.train import train_classifier
+
+EPOCHS = 8
+YAML = """input_size: 64
+model: {width: 8}
+train: {epochs: %d, batch_size: 16, lr: 0.003}
+""" % EPOCHS
+
+
+@pytest.fixture()
+def cfg_file(tmp_path):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(YAML)
+    return path
+
+
+def _history(run):
+    path = run / "history.json"
+    try:
+        return json.loads(path.read_text()) if path.is_file() else []
+    except json.JSONDecodeError:
+        return []
+
+
+def test_sigkill_then_resume_matches_uninterrupted(tiny_dataset, tmp_path, cfg_file):
+    cfg = load_config(ClassifierConfig, cfg_file, "classifier.yaml")
+    full = train_classifier(cfg, tiny_dataset, tmp_path / "full", seed=5, progress=False)
+
+    run = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "train-classifier", "--data", str(tiny_dataset),
+                             "--out", str(run), "--config", str(cfg_file), "--seed", "5"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 180
+    while len(_history(run)) < 2 and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = len(_history(run))
+    assert 2 <= done < EPOCHS, f"the kill came after {done} epochs"
+    resumed = train_classifier(cfg, tiny_dataset, run, seed=5, resume=run, progress=False)
+    assert len(_history(run)) == EPOCHS
+    for key in ("val_auroc", "val_balanced_accuracy", "val_aoi_attention", "train_loss"):
+        assert resumed["best"][key] == pytest.approx(full["best"][key], abs=1e-4, nan_ok=True), key
+    assert resumed["best_epoch"] == full["best_epoch"]
+    a = load_checkpoint(tmp_path / "full" / "last.pt")["state_dict"]
+    b = load_checkpoint(run / "last.pt")["state_dict"]
+    worst = max(float((a[k].float() - b[k].float()).abs().max()) for k in a)
+    print(f"resume vs uninterrupted: max abs weight diff {worst:.2e}, killed after {done}/{EPOCHS} epochs")
+    assert worst < 1e-4
+
+
+def test_resume_refuses_a_changed_config_unless_forced(tiny_dataset, tmp_path, cfg_file):
+    cfg = load_config(ClassifierConfig, cfg_file, "classifier.yaml", {"train.epochs": 1})
+    train_classifier(cfg, tiny_dataset, tmp_path / "r", seed=0, progress=False)
+    changed = load_config(ClassifierConfig, cfg_file, "classifier.yaml", {"train.epochs": 2, "train.lr": 0.01})
+    with pytest.raises(CheckpointError, match=r"config differs in \['train'\].*--force"):
+        train_classifier(changed, tiny_dataset, tmp_path / "r", seed=0, resume=tmp_path / "r", progress=False)
+    out = train_classifier(changed, tiny_dataset, tmp_path / "r", seed=0, resume=tmp_path / "r",
+                           force_resume=True, progress=False)
+    assert len(out["config"]) and len(_history(tmp_path / "r")) == 2
+
+
+def test_nan_loss_stops_with_step_and_keeps_last_good_checkpoint(tmp_path):
+    model = torch.nn.Linear(4, 2)
+    data = [(torch.randn(8, 4), torch.randint(0, 2, (8,))) for _ in range(3)]
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    sched = torch.optim.lr_scheduler.StepLR(opt, 10)
+
+    def step(m, batch, epoch):
+        x, y = batch
+        loss = torch.nn.functional.cross_entropy(m(x), y)
+        return (loss * float("nan") if epoch == 1 else loss), {"loss": loss.item()}
+
+    spec = FitSpec("classifier", model, opt, sched, data, 3, 0, step, lambda m: {"val": 1.0}, "val",
+                   tmp_path, {}, lambda v: {}, progress=False)
+    spec.loader = type("L", (list,), {"sampler": None})(data)
+    with pytest.raises(TrainingDiverged, match=r"loss is nan at epoch 2, step 3.*last good checkpoint"):
+        fit(spec)
+    good = load_checkpoint(tmp_path / "best.pt")
+    assert all(torch.isfinite(v).all() for v in good["state_dict"].values())
+
+
+def test_unwritable_outputs_fail_at_start(tiny_dataset, tmp_path):
+    r = subprocess.run([sys.executable, "-m", "pipeline.cli", "train-classifier", "--data", str(tiny_dataset),
+                        "--out", "/proc/ceod-run"], capture_output=True, text=True)
+    assert r.returncode == 2 and "cannot write to output folder /proc/ceod-run" in r.stderr
+    from pipeline.inspect import RecordLog
+    from ceod.errors import CeodError
+    with pytest.raises(CeodError, match="cannot write the log"):
+        RecordLog("/proc/ceod/log.jsonl")
