@@ -328,7 +328,17 @@ def select(manifest: Manifest, split: str, filters: dict[str, str] | None = None
 
 
 def train_val(manifest: Manifest, train_split: str, val_split: str, val_fraction: float,
-              filters: dict[str, str] | None = None, seed: int = 0) -> tuple[list[Sample], list[Sample]]:
+              filters: dict[str, str] | None = None, seed: int = 0, max_val: int = 0
+              ) -> tuple[list[Sample], list[Sample]]:
+    train, val = _train_val(manifest, train_split, val_split, val_fraction, filters, seed)
+    if max_val and len(val) > max_val:
+        keep = sorted(np.random.default_rng(seed + 1).permutation(len(val))[:max_val])
+        val = [val[i] for i in keep]
+    return train, val
+
+
+def _train_val(manifest: Manifest, train_split: str, val_split: str, val_fraction: float,
+               filters: dict[str, str] | None = None, seed: int = 0) -> tuple[list[Sample], list[Sample]]:
     """The training and validation rows. Without a val split, hold out val_fraction of train,
     whole `group`s at a time where the manifest has that column (copies never straddle)."""
     train = select(manifest, train_split, filters)

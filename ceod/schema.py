@@ -30,6 +30,7 @@ class DataConfig:
     train_split: str = "train"
     val_split: str = "val"
     val_fraction: float = 0.15
+    max_val_images: int = 0  # 0 = all; a seeded subset keeps per-epoch validation cheap on big sets
 
     def validate(self) -> None:
         if not 16 <= self.input_size <= 2048 or self.input_size % 8:

@@ -28,6 +28,10 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "ceod-signed": {"loss.kind": "ceod", "loss.target": "label", "loss.distance": "signed_outside", "loss.weight": 1.0},
     "ceod-contrast": {"loss.kind": "ceod", "loss.target": "contrast", "loss.distance": "signed_outside",
                       "loss.weight": 2.0, "loss.warmup_epochs": 2},
+    "ceod-signed-warmup": {"loss.kind": "ceod", "loss.target": "label", "loss.distance": "signed_outside",
+                           "loss.weight": 1.0, "loss.warmup_epochs": 3},
+    "ceod-contrast-w1": {"loss.kind": "ceod", "loss.target": "contrast", "loss.distance": "signed_outside",
+                         "loss.weight": 1.0, "loss.warmup_epochs": 3},
 }
 
 

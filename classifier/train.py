@@ -37,7 +37,8 @@ def load_train_val(cfg: ClassifierConfig, data: str | Path, seed: int, skip_bad:
                    filters: dict[str, str] | None = None, max_train_images: int | None = None,
                    progress: bool = True) -> tuple[LoadedSplit, LoadedSplit]:
     manifest = read_manifest(data, cfg.split_column, skip_bad=skip_bad)
-    train_rows, val_rows = train_val(manifest, cfg.train_split, cfg.val_split, cfg.val_fraction, filters, seed)
+    train_rows, val_rows = train_val(manifest, cfg.train_split, cfg.val_split, cfg.val_fraction, filters, seed,
+                                     cfg.max_val_images)
     if max_train_images:
         order = np.random.default_rng(seed).permutation(len(train_rows))[:max_train_images]
         train_rows = [train_rows[i] for i in sorted(order)]

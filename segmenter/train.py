@@ -36,7 +36,8 @@ def train_segmenter(cfg: SegmenterConfig, data: str | Path, out: str | Path, see
     manifest = read_manifest(data, cfg.split_column, skip_bad=skip_bad)
     rows = [s for s in manifest.samples if s.aoi is not None]
     manifest.samples = rows
-    train_rows, val_rows = train_val(manifest, cfg.train_split, cfg.val_split, cfg.val_fraction, filters, seed)
+    train_rows, val_rows = train_val(manifest, cfg.train_split, cfg.val_split, cfg.val_fraction, filters, seed,
+                                     cfg.max_val_images)
     if max_train_images:
         pick = np.random.default_rng(seed).permutation(len(train_rows))[:max_train_images]
         train_rows = [train_rows[i] for i in sorted(pick)]
