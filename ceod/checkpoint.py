@@ -63,3 +63,15 @@ def load_checkpoint(path: str | Path, kind: str | None = None) -> dict[str, Any]
     if kind is not None and header["kind"] != kind:
         raise CheckpointError(f"{path} is a {header['kind']} checkpoint, expected a {kind} checkpoint")
     return payload
+
+
+def load_model(run: str | Path, kind: str, schema: type, build) -> tuple[torch.nn.Module, Any, dict[str, Any]]:
+    """(model in eval mode, its config as `schema`, checkpoint metadata) from a run or .pt file."""
+    from ceod.config import from_dict
+
+    payload = load_checkpoint(run, kind)
+    cfg = from_dict(schema, payload["config"])
+    model = build(cfg.model)
+    model.load_state_dict(payload["state_dict"])
+    model.eval()
+    return model, cfg, payload["meta"]

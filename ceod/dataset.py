@@ -367,3 +367,24 @@ def _train_val(manifest: Manifest, train_split: str, val_split: str, val_fractio
         count += sizes[k]
     in_val = [(s.extra.get("group") or str(s.image)) in held for s in train]
     return ([s for s, v in zip(train, in_val) if not v], [s for s, v in zip(train, in_val) if v])
+
+
+def load_train_val(data: str | Path, cfg, seed: int, skip_bad: bool = False,
+                   filters: dict[str, str] | None = None, max_train_images: int | None = None,
+                   require_aoi: bool = False, progress: bool = True) -> tuple[LoadedSplit, LoadedSplit]:
+    """Decoded train and validation rows for a stage config (a ceod.schema.DataConfig).
+
+    `max_train_images` keeps a seeded subset of the training rows (e.g. few annotated images);
+    `require_aoi` keeps only rows with an AOI mask (the segmenter's targets).
+    """
+    manifest = read_manifest(data, cfg.split_column, skip_bad=skip_bad)
+    if require_aoi:
+        manifest.samples = [s for s in manifest.samples if s.aoi is not None]
+    train_rows, val_rows = train_val(manifest, cfg.train_split, cfg.val_split, cfg.val_fraction, filters,
+                                     seed, cfg.max_val_images)
+    if max_train_images:
+        pick = np.random.default_rng(seed).permutation(len(train_rows))[:max_train_images]
+        train_rows = [train_rows[i] for i in sorted(pick)]
+    root = Path(data)
+    return (load_split(train_rows, cfg.input_size, skip_bad, root, progress, "loading train"),
+            load_split(val_rows, cfg.input_size, skip_bad, root, progress, "loading val"))

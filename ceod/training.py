@@ -45,6 +45,21 @@ def ensure_writable(folder: str | Path) -> Path:
     return folder
 
 
+def make_loader(dataset: torch.utils.data.Dataset, batch_size: int, seed: int,
+                ctx: DistContext) -> torch.utils.data.DataLoader:
+    """Shuffled, last partial batch dropped; sharded by DistributedSampler under DDP. The shuffle
+    generator is reseeded from (seed, epoch) by `fit`, so resumed runs replay the same order."""
+    from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
+
+    generator = torch.Generator().manual_seed(seed)
+    sampler = (DistributedSampler(dataset, ctx.world_size, ctx.rank, shuffle=True, seed=seed, drop_last=True)
+               if ctx.enabled else RandomSampler(dataset, generator=generator))
+    loader = DataLoader(dataset, batch_size=min(batch_size, len(dataset)), sampler=sampler, drop_last=True,
+                        num_workers=0)
+    loader.generator = None if ctx.enabled else generator
+    return loader
+
+
 @dataclass
 class FitSpec:
     """What a trainer hands to `fit`."""

@@ -8,8 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ceod.checkpoint import load_checkpoint
-from ceod.config import from_dict
+from ceod.checkpoint import load_model
 from ceod.imageio import normalize
 from classifier.config import ClassifierConfig
 from classifier.gradcam import class_weights, signed_cam, upsample
@@ -18,12 +17,7 @@ from classifier.model import AnomalyClassifier, build_classifier
 
 def load_classifier(run: str | Path) -> tuple[AnomalyClassifier, ClassifierConfig, dict[str, Any]]:
     """Model (eval mode), its config and checkpoint metadata from a run folder or .pt file."""
-    payload = load_checkpoint(run, "classifier")
-    cfg = from_dict(ClassifierConfig, payload["config"])
-    model = build_classifier(cfg.model)
-    model.load_state_dict(payload["state_dict"])
-    model.eval()
-    return model, cfg, payload["meta"]
+    return load_model(run, "classifier", ClassifierConfig, build_classifier)
 
 
 def predict(model: AnomalyClassifier, images: np.ndarray, mean, std, batch_size: int = 64,

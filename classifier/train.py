@@ -7,15 +7,14 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 
 from ceod import CLASS_NAMES, __version__
 from ceod.config import to_dict
-from ceod.dataset import LoadedSplit, Sample, fingerprint, load_split, read_manifest, train_val
+from ceod.dataset import Sample, fingerprint, load_train_val
 from ceod.distributed import DistContext
 from ceod.metrics import binary_metrics, calibrate_threshold, nanmean
 from ceod.torchdata import SplitDataset
-from ceod.training import FitSpec, ensure_writable, fit, seed_everything, write_json
+from ceod.training import FitSpec, ensure_writable, fit, make_loader, seed_everything, write_json
 from ceod.transforms import build_augment
 from classifier.config import ClassifierConfig
 from classifier.inference import aoi_attention, predict
@@ -33,20 +32,6 @@ def loss_name(cfg: ClassifierConfig) -> str:
     return f"ceod(w={loss.weight:g},target={loss.target},distance={loss.distance},apply_to={loss.apply_to})"
 
 
-def load_train_val(cfg: ClassifierConfig, data: str | Path, seed: int, skip_bad: bool = False,
-                   filters: dict[str, str] | None = None, max_train_images: int | None = None,
-                   progress: bool = True) -> tuple[LoadedSplit, LoadedSplit]:
-    manifest = read_manifest(data, cfg.split_column, skip_bad=skip_bad)
-    train_rows, val_rows = train_val(manifest, cfg.train_split, cfg.val_split, cfg.val_fraction, filters, seed,
-                                     cfg.max_val_images)
-    if max_train_images:
-        order = np.random.default_rng(seed).permutation(len(train_rows))[:max_train_images]
-        train_rows = [train_rows[i] for i in sorted(order)]
-    root = Path(data)
-    return (load_split(train_rows, cfg.input_size, skip_bad, root, progress, "loading train"),
-            load_split(val_rows, cfg.input_size, skip_bad, root, progress, "loading val"))
-
-
 def train_classifier(cfg: ClassifierConfig, data: str | Path, out: str | Path, seed: int = 0,
                      mask_source: MaskSource | None = None, mask_label: str = "gt",
                      skip_bad: bool = False, filters: dict[str, str] | None = None,
@@ -57,20 +42,13 @@ def train_classifier(cfg: ClassifierConfig, data: str | Path, out: str | Path, s
     ctx = ctx or DistContext()
     out = ensure_writable(out)
     seed_everything(seed)
-    train, val = load_train_val(cfg, data, seed, skip_bad, filters, max_train_images, progress and ctx.is_main)
+    train, val = load_train_val(data, cfg, seed, skip_bad, filters, max_train_images,
+                                progress=progress and ctx.is_main)
     masks = mask_source(train.samples, cfg.input_size) if mask_source else train.aoi
     val_masks = mask_source(val.samples, cfg.input_size) if mask_source else val.aoi
     augment = build_augment(cfg.augment)
     dataset = SplitDataset(train, tuple(cfg.mean), tuple(cfg.std), augment, masks)
-    generator = torch.Generator().manual_seed(seed)
-    sampler = (DistributedSampler(dataset, ctx.world_size, ctx.rank, shuffle=True, seed=seed, drop_last=True)
-               if ctx.enabled else RandomSampler(dataset, generator=generator))
-    batch = min(cfg.train.batch_size, len(dataset))
-    loader = DataLoader(dataset, batch_size=batch, sampler=sampler, drop_last=True, num_workers=0)
-    if ctx.enabled:
-        loader.generator = None
-    else:
-        loader.generator = generator
+    loader = make_loader(dataset, cfg.train.batch_size, seed, ctx)
     model = build_classifier(cfg.model)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(

@@ -150,24 +150,21 @@ def _print_json(data: dict, path: Path | None = None) -> None:
         path.write_text(text)
 
 
-@command("evaluate")
-def _evaluate(a: argparse.Namespace) -> int:
-    from classifier.evaluate import evaluate, load_eval_split
+def _classifier_report(a: argparse.Namespace, name: str) -> int:
+    """`ceod evaluate` / `ceod audit`: JSON on stdout and in the run folder."""
+    from classifier.evaluate import audit, evaluate, load_eval_split
     model, cfg, meta, data = load_eval_split(a.model, a.data, a.split, a.split_column, a.skip_bad)
     run = Path(a.model) if Path(a.model).is_dir() else Path(a.model).parent
-    result = evaluate(model, cfg, meta, data, a.heatmaps, run / f"eval_{a.split}")
-    _print_json(result, run / f"eval_{a.split}.json")
+    if name == "evaluate":
+        result = evaluate(model, cfg, meta, data, a.heatmaps, run / f"eval_{a.split}")
+    else:
+        result = audit(model, cfg, meta, data, a.seed, run / f"audit_{a.split}.png")
+    _print_json(result, run / f"{'eval' if name == 'evaluate' else 'audit'}_{a.split}.json")
     return 0
 
 
-@command("audit")
-def _audit(a: argparse.Namespace) -> int:
-    from classifier.evaluate import audit, load_eval_split
-    model, cfg, meta, data = load_eval_split(a.model, a.data, a.split, a.split_column, a.skip_bad)
-    run = Path(a.model) if Path(a.model).is_dir() else Path(a.model).parent
-    result = audit(model, cfg, meta, data, a.seed, run / f"audit_{a.split}.png")
-    _print_json(result, run / f"audit_{a.split}.json")
-    return 0
+COMMANDS["evaluate"] = lambda a: _classifier_report(a, "evaluate")
+COMMANDS["audit"] = lambda a: _classifier_report(a, "audit")
 
 
 @command("export")

@@ -11,8 +11,7 @@ import cv2
 import numpy as np
 import torch
 
-from ceod.checkpoint import load_checkpoint
-from ceod.config import from_dict
+from ceod.checkpoint import load_model
 from ceod.dataset import load_split, read_manifest
 from ceod.imageio import normalize, resize_mask
 from segmenter.config import PostprocessConfig, SegmenterConfig
@@ -20,12 +19,8 @@ from segmenter.model import build_segmenter
 
 
 def load_segmenter(run: str | Path) -> tuple[torch.nn.Module, SegmenterConfig, dict[str, Any]]:
-    payload = load_checkpoint(run, "segmenter")
-    cfg = from_dict(SegmenterConfig, payload["config"])
-    model = build_segmenter(cfg.model)
-    model.load_state_dict(payload["state_dict"])
-    model.eval()
-    return model, cfg, payload["meta"]
+    """(model in eval mode, config, metadata) from a segmenter run folder or .pt file."""
+    return load_model(run, "segmenter", SegmenterConfig, build_segmenter)
 
 
 def postprocess(prob: np.ndarray, cfg: PostprocessConfig) -> np.ndarray:

@@ -7,15 +7,14 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 
 from ceod import __version__
 from ceod.config import to_dict
-from ceod.dataset import fingerprint, load_split, read_manifest, train_val
+from ceod.dataset import fingerprint, load_train_val
 from ceod.distributed import DistContext
 from ceod.metrics import iou_dice
 from ceod.torchdata import SplitDataset
-from ceod.training import FitSpec, ensure_writable, fit, seed_everything, write_json
+from ceod.training import FitSpec, ensure_writable, fit, make_loader, seed_everything, write_json
 from ceod.transforms import build_augment
 from segmenter.config import SegmenterConfig
 from segmenter.model import build_segmenter
@@ -33,26 +32,11 @@ def train_segmenter(cfg: SegmenterConfig, data: str | Path, out: str | Path, see
     ctx = ctx or DistContext()
     out = ensure_writable(out)
     seed_everything(seed)
-    manifest = read_manifest(data, cfg.split_column, skip_bad=skip_bad)
-    rows = [s for s in manifest.samples if s.aoi is not None]
-    manifest.samples = rows
-    train_rows, val_rows = train_val(manifest, cfg.train_split, cfg.val_split, cfg.val_fraction, filters, seed,
-                                     cfg.max_val_images)
-    if max_train_images:
-        pick = np.random.default_rng(seed).permutation(len(train_rows))[:max_train_images]
-        train_rows = [train_rows[i] for i in sorted(pick)]
-    root = Path(data)
-    show = progress and ctx.is_main
-    train = load_split(train_rows, cfg.input_size, skip_bad, root, show, "loading train")
-    val = load_split(val_rows, cfg.input_size, skip_bad, root, show, "loading val")
+    train, val = load_train_val(data, cfg, seed, skip_bad, filters, max_train_images, require_aoi=True,
+                                progress=progress and ctx.is_main)
     augment = build_augment(cfg.augment)
     dataset = SplitDataset(train, tuple(cfg.mean), tuple(cfg.std), augment)
-    generator = torch.Generator().manual_seed(seed)
-    sampler = (DistributedSampler(dataset, ctx.world_size, ctx.rank, shuffle=True, seed=seed, drop_last=True)
-               if ctx.enabled else RandomSampler(dataset, generator=generator))
-    batch = min(cfg.train.batch_size, len(dataset))
-    loader = DataLoader(dataset, batch_size=batch, sampler=sampler, drop_last=True, num_workers=0)
-    loader.generator = None if ctx.enabled else generator
+    loader = make_loader(dataset, cfg.train.batch_size, seed, ctx)
     model = build_segmenter(cfg.model)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(cfg.train.epochs * len(loader), 1))
