@@ -30,7 +30,7 @@ class DemoPlan:
     cls_epochs: int
     bench_iters: int
     batches: list[int]
-    variant: str = "ceod-signed"
+    variant: str = "ceod-signed-warmup"
     cls_overrides: dict[str, Any] = field(default_factory=dict)
 
 
