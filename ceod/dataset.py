@@ -357,12 +357,15 @@ def _train_val(manifest: Manifest, train_split: str, val_split: str, val_fractio
     for s in train:
         k = s.extra.get("group") or str(s.image)
         sizes[k] = sizes.get(k, 0) + 1
+    # Build validation from many families, none over a tenth of the target: one big family of
+    # near-copies would make validation measure a single photo (perfect AUROC, useless threshold).
+    cap = max(1.0, target / 10)
     count = 0
     for k in keys:
         if count >= target:
             break
-        if count + sizes[k] > 1.5 * target and count > 0:
-            continue  # skip a huge family that would overshoot
+        if sizes[k] > cap:
+            continue
         held.add(k)
         count += sizes[k]
     in_val = [(s.extra.get("group") or str(s.image)) in held for s in train]

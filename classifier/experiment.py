@@ -52,7 +52,7 @@ def presets(out: Path) -> dict[str, DatasetSpec]:
                                  ["test", "test_shift", "test_anti"], {"train.epochs": 12}),
         "casting": DatasetSpec("casting", casting, "split_grouped", ["test"],
                                {"train.epochs": 8, "input_size": 128, "max_val_images": 300},
-                               max_train_images=1500),
+                               max_train_images=1200),
     }
 
 
