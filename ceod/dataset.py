@@ -348,26 +348,30 @@ def _train_val(manifest: Manifest, train_split: str, val_split: str, val_fractio
     val = select(manifest, val_split, filters)
     if val:
         return train, val
-    keys = sorted({s.extra.get("group") or str(s.image) for s in train})
-    rng = np.random.default_rng(seed)
-    rng.shuffle(keys)
-    held: set[str] = set()
-    target = val_fraction * len(train)
+    key = lambda s: s.extra.get("group") or str(s.image)  # noqa: E731
     sizes: dict[str, int] = {}
+    family_label: dict[str, list[int]] = {}
     for s in train:
-        k = s.extra.get("group") or str(s.image)
-        sizes[k] = sizes.get(k, 0) + 1
-    # Build validation from many families, none over a tenth of the target: one big family of
-    # near-copies would make validation measure a single photo (perfect AUROC, useless threshold).
-    cap = max(1.0, target / 10)
-    count = 0
-    for k in keys:
-        if count >= target:
-            break
-        if sizes[k] > cap:
-            continue
-        held.add(k)
-        count += sizes[k]
+        sizes[key(s)] = sizes.get(key(s), 0) + 1
+        family_label.setdefault(key(s), []).append(s.label)
+    keys = sorted(sizes)
+    np.random.default_rng(seed).shuffle(keys)
+    # Per label, hold out val_fraction of its rows, built from many families none over a fifth of
+    # that target: one big family of near-copies would make validation measure a single photo
+    # (perfect AUROC, useless threshold), and big ok-families would crowd out one class.
+    held: set[str] = set()
+    for label in sorted({s.label for s in train}):
+        target = val_fraction * sum(s.label == label for s in train)
+        cap = max(1.0, target / 5)
+        count = 0
+        for k in keys:
+            if count >= target:
+                break
+            majority = max(set(family_label[k]), key=family_label[k].count)
+            if majority != label or sizes[k] > cap or k in held:
+                continue
+            held.add(k)
+            count += sizes[k]
     in_val = [(s.extra.get("group") or str(s.image)) in held for s in train]
     return ([s for s, v in zip(train, in_val) if not v], [s for s, v in zip(train, in_val) if v])
 
