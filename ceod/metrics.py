@@ -45,17 +45,19 @@ def binary_metrics(scores: np.ndarray, labels: np.ndarray, threshold: float) -> 
 
 def calibrate_threshold(scores: np.ndarray, labels: np.ndarray, mode: str = "f1",
                         target_recall: float = 0.95) -> float:
-    """Max-F1 threshold, or the highest threshold whose recall reaches target_recall."""
+    """Max-F1 threshold, max balanced accuracy (independent of class prevalence, for validation
+    sets whose ok/def mix differs from the line's), or the highest threshold reaching target_recall."""
     scores, labels = np.asarray(scores, float), np.asarray(labels).astype(bool)
     candidates = np.unique(np.concatenate([scores, [0.5]]))
     if mode == "recall":
         ok = [t for t in candidates if labels.sum() and (scores[labels] >= t).mean() >= target_recall]
         return float(max(ok)) if ok else 0.5
-    best_t, best_f1 = 0.5, -1.0
+    key = "balanced_accuracy" if mode == "balanced" else "f1"
+    best_t, best = 0.5, -1.0
     for t in candidates:
-        f1 = binary_metrics(scores, labels, t)["f1"]
-        if f1 > best_f1 + 1e-12:
-            best_t, best_f1 = float(t), f1
+        value = binary_metrics(scores, labels, t)[key]
+        if value > best + 1e-12:
+            best_t, best = float(t), value
     return best_t
 
 

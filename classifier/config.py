@@ -36,7 +36,7 @@ class LossConfig:
 
 @dataclass
 class ThresholdConfig:
-    mode: Literal["f1", "recall"] = "f1"
+    mode: Literal["f1", "recall", "balanced"] = "f1"
     target_recall: float = 0.95
 
 

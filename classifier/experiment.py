@@ -51,7 +51,8 @@ def presets(out: Path) -> dict[str, DatasetSpec]:
         "synthetic": DatasetSpec("synthetic", out / "data" / "synthetic-small", "split",
                                  ["test", "test_shift", "test_anti"], {"train.epochs": 12}),
         "casting": DatasetSpec("casting", casting, "split_grouped", ["test"],
-                               {"train.epochs": 8, "input_size": 128, "max_val_images": 300},
+                               {"train.epochs": 8, "input_size": 128, "max_val_images": 300,
+                                "threshold.mode": "balanced"},
                                max_train_images=1200),
     }
 
