@@ -23,7 +23,7 @@ demo-quick: $(STAMP)
 	$(VENV)/bin/ceod demo --out runs/demo-quick --quick
 
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=10
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow
