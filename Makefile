@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.ceod-installed
 export NO_ALBUMENTATIONS_UPDATE := 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup demo demo-quick test test-slow clean
+.PHONY: setup demo demo-quick test clean
 
 setup: $(STAMP)
 
@@ -24,9 +24,6 @@ demo-quick: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q --durations=10
-
-test-slow: $(STAMP)
-	$(PY) -m pytest -q -m slow
 
 clean:
 	rm -rf runs .pytest_cache
