@@ -111,8 +111,11 @@ def resolve_providers(provider: str) -> list[Any]:
     return chosen
 
 
-def create_session(path: str | Path, provider: str = "auto", threads: int = 0):
-    """An InferenceSession and its ModelInfo; fails when a named provider does not load."""
+def create_session(path: str | Path, provider: str = "auto", threads: int = 0, spin: bool = True):
+    """An InferenceSession and its ModelInfo; fails when a named provider does not load.
+
+    `spin=False` stops idle intra-op threads from spin-waiting: needed when several sessions
+    take turns on one CPU (a benchmark), where a spinning idle session slows the one timed."""
     import onnxruntime as ort
 
     path = Path(path)
@@ -122,6 +125,8 @@ def create_session(path: str | Path, provider: str = "auto", threads: int = 0):
     options.log_severity_level = 3  # ORT's provider-load errors are reported below, by name
     if threads:
         options.intra_op_num_threads = threads
+    if not spin:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
         session = ort.InferenceSession(str(path), options, providers=resolve_providers(provider))
     except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types
@@ -147,9 +152,9 @@ def softmax_def(logits: np.ndarray) -> np.ndarray:
 class OnnxModel:
     """One exported ceod model with its own preprocessing; `run` takes RGB uint8 images."""
 
-    def __init__(self, path: str | Path, provider: str = "auto", threads: int = 0) -> None:
+    def __init__(self, path: str | Path, provider: str = "auto", threads: int = 0, spin: bool = True) -> None:
         self.path = Path(path)
-        self.session, self.info = create_session(path, provider, threads)
+        self.session, self.info = create_session(path, provider, threads, spin)
         inp = self.session.get_inputs()[0]
         self.input_name = inp.name
         self.input_type = np.float16 if "float16" in inp.type else np.float32

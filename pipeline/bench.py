@@ -34,10 +34,10 @@ def latency(classifier: str, plain: str, segmenter: str | None, batches: list[in
             iters: int, warmup: int, torch_run: str | None = None) -> dict[str, Any]:
     # Each callable gets its own sessions, so no session is called more often (and kept warmer)
     # than another; `ceod_copy` is the same model again: its ratio to `ceod` is the noise floor.
-    models = {"ceod": OnnxModel(classifier, provider), "plain": OnnxModel(plain, provider),
-              "ceod_copy": OnnxModel(classifier, provider)}
-    seg = OnnxModel(segmenter, provider) if segmenter else None
-    seg_classifier = OnnxModel(classifier, provider) if segmenter else None
+    open_model = lambda path: OnnxModel(path, provider, spin=False)  # noqa: E731
+    models = {"ceod": open_model(classifier), "plain": open_model(plain), "ceod_copy": open_model(classifier)}
+    seg = open_model(segmenter) if segmenter else None
+    seg_classifier = open_model(classifier) if segmenter else None
     size = models["ceod"].info.input_size
     if models["plain"].info.input_size != size:
         raise ValueError("the CEOD and plain classifiers must take the same input size")
