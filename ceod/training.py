@@ -84,7 +84,6 @@ class FitSpec:
     force_resume: bool = False
     ctx: DistContext = field(default_factory=DistContext)
     progress: bool = True
-    on_epoch_end: Callable[[int], None] | None = None  # e.g. a fault-injection hook in tests
 
 
 def _epoch_seed(seed: int, epoch: int, rank: int) -> int:
@@ -200,8 +199,6 @@ def fit(spec: FitSpec) -> dict[str, Any]:
                                if isinstance(v, float) and k not in ("lr",))
             print(f"[{spec.kind}] epoch {epoch + 1}/{spec.epochs} {summary}", flush=True)
         barrier(ctx)
-        if spec.on_epoch_end is not None:
-            spec.on_epoch_end(epoch)
     return {"history": history, "best": best, "best_epoch": best_epoch,
             "seconds": round(time.perf_counter() - started, 2),
             "step_ms_median": float(np.median(step_seconds) * 1000) if step_seconds else None}

@@ -37,7 +37,7 @@ def train_classifier(cfg: ClassifierConfig, data: str | Path, out: str | Path, s
                      skip_bad: bool = False, filters: dict[str, str] | None = None,
                      max_train_images: int | None = None, resume: str | Path | None = None,
                      force_resume: bool = False, ctx: DistContext | None = None,
-                     progress: bool = True, on_epoch_end=None) -> dict[str, Any]:
+                     progress: bool = True) -> dict[str, Any]:
     """Train, keep the best checkpoint by validation AUROC, calibrate the threshold, write metrics."""
     ctx = ctx or DistContext()
     out = ensure_writable(out)
@@ -84,8 +84,7 @@ def train_classifier(cfg: ClassifierConfig, data: str | Path, out: str | Path, s
                 "train_split": cfg.train_split}
 
     spec = FitSpec("classifier", model, optimizer, scheduler, loader, cfg.train.epochs, seed, step, validate,
-                   "val_auroc", out, to_dict(cfg), meta, augment, resume, force_resume, ctx, progress,
-                   on_epoch_end)
+                   "val_auroc", out, to_dict(cfg), meta, augment, resume, force_resume, ctx, progress)
     result = fit(spec)
     if ctx.is_main:
         best = next(h for h in result["history"] if h["epoch"] == result["best_epoch"]) if result["best_epoch"] >= 0 else {}

@@ -337,13 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--variants", default="ce,ceod-paper,ceod-outside,ceod-signed,ceod-contrast")
     x.add_argument("--seeds", default="0,1,2")
     x.add_argument("--epochs", type=int, help="override every preset's epoch count")
-
-    for register in PARSER_HOOKS:
-        register(sub)
     return p
-
-
-PARSER_HOOKS: list[Callable] = []
 
 
 def _data_args(p: argparse.ArgumentParser) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 
 from ceod.config import ConfigError
@@ -23,7 +22,3 @@ def build_segmenter(cfg: SegModelConfig) -> nn.Module:
         raise ConfigError(f"config key 'model': smp cannot build arch={cfg.arch!r} "
                           f"encoder={cfg.encoder!r}: {exc}") from None
 
-
-def logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """[N,1,H,W] AOI logits."""
-    return model(x)

@@ -25,7 +25,7 @@ def train_segmenter(cfg: SegmenterConfig, data: str | Path, out: str | Path, see
                     max_train_images: int | None = None, skip_bad: bool = False,
                     filters: dict[str, str] | None = None, resume: str | Path | None = None,
                     force_resume: bool = False, ctx: DistContext | None = None,
-                    progress: bool = True, on_epoch_end=None) -> dict[str, Any]:
+                    progress: bool = True) -> dict[str, Any]:
     """Train on rows with an AOI mask; `max_train_images` keeps a seeded subset (few annotations)."""
     import segmentation_models_pytorch as smp
 
@@ -70,7 +70,7 @@ def train_segmenter(cfg: SegmenterConfig, data: str | Path, out: str | Path, see
                 "train_split": cfg.train_split}
 
     spec = FitSpec("segmenter", model, optimizer, scheduler, loader, cfg.train.epochs, seed, step, validate,
-                   "val_iou", out, to_dict(cfg), meta, augment, resume, force_resume, ctx, progress, on_epoch_end)
+                   "val_iou", out, to_dict(cfg), meta, augment, resume, force_resume, ctx, progress)
     result = fit(spec)
     if not ctx.is_main:
         return {}
