@@ -29,6 +29,10 @@ LABELS = {name: index for index, name in enumerate(CLASS_NAMES)}
 class DatasetError(CeodError, ValueError):
     """The dataset is unusable as given; the message names the row and the file."""
 
+    def __init__(self, message: str, bad: "BadRow | None" = None) -> None:
+        super().__init__(message)
+        self.bad = bad  # the row, when the error is about one row
+
 
 @dataclass(frozen=True)
 class Sample:
@@ -177,7 +181,8 @@ def load_sample(sample: Sample, size: int | None = None, root: Path | None = Non
     try:
         image = read_image(sample.image)
     except ImageDecodeError as exc:
-        raise DatasetError(str(BadRow(sample.row, _rel(sample, sample.image, root), str(exc)))) from None
+        bad = BadRow(sample.row, _rel(sample, sample.image, root), str(exc))
+        raise DatasetError(str(bad), bad) from None
     masks: list[np.ndarray | None] = []
     for path in (sample.aoi, sample.defect_mask):
         if path is None:
@@ -186,10 +191,12 @@ def load_sample(sample: Sample, size: int | None = None, root: Path | None = Non
         try:
             mask = read_mask(path)
         except ImageDecodeError as exc:
-            raise DatasetError(str(BadRow(sample.row, _rel(sample, path, root), str(exc)))) from None
+            bad = BadRow(sample.row, _rel(sample, path, root), str(exc))
+            raise DatasetError(str(bad), bad) from None
         if mask.shape[:2] != image.shape[:2]:
             reason = f"mask size {mask.shape[1]}x{mask.shape[0]} differs from image {image.shape[1]}x{image.shape[0]}"
-            raise DatasetError(str(BadRow(sample.row, _rel(sample, path, root), reason)))
+            bad = BadRow(sample.row, _rel(sample, path, root), reason)
+            raise DatasetError(str(bad), bad)
         masks.append(mask)
     if size is not None:
         image = resize_image(image, size)
@@ -300,9 +307,7 @@ def check_dataset(root: str | Path, split_column: str = "split", progress: bool 
             results = progress_bar(results, total=len(manifest.samples), desc="checking")
         for sample, result in zip(manifest.samples, results):
             if isinstance(result, DatasetError):
-                msg = str(result)
-                file, reason = msg.split(": ", 2)[1:] if msg.count(": ") >= 2 else (str(sample.image), msg)
-                bad.append(BadRow(sample.row, file, reason))
+                bad.append(result.bad or BadRow(sample.row, str(sample.image), str(result)))
                 continue
             good.append(sample)
             if result is not None:
