@@ -198,10 +198,14 @@ def load_sample(sample: Sample, size: int | None = None, root: Path | None = Non
             bad = BadRow(sample.row, _rel(sample, path, root), reason)
             raise DatasetError(str(bad), bad)
         masks.append(mask)
-    if size is not None:
-        image = resize_image(image, size)
-        masks = [None if m is None else resize_mask(m, size) for m in masks]
-    return image, masks[0], masks[1]
+    return _resized(image, masks[0], masks[1], size)
+
+
+def _resized(image: np.ndarray, aoi: np.ndarray | None, defect: np.ndarray | None, size: int | None):
+    if size is None:
+        return image, aoi, defect
+    return (resize_image(image, size), None if aoi is None else resize_mask(aoi, size),
+            None if defect is None else resize_mask(defect, size))
 
 
 @dataclass
@@ -214,6 +218,7 @@ class LoadedSplit:
     has_aoi: np.ndarray  # [N] bool
     labels: np.ndarray  # [N] int64
     defects: np.ndarray | None = None  # [N,S,S] uint8 or None if no row has one
+    sizes: np.ndarray | None = None  # [N,2] original (height, width), before resizing
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -222,7 +227,8 @@ class LoadedSplit:
         idx = np.asarray(list(index), dtype=np.int64)
         return LoadedSplit([self.samples[i] for i in idx], self.images[idx], self.aoi[idx],
                            self.has_aoi[idx], self.labels[idx],
-                           None if self.defects is None else self.defects[idx])
+                           None if self.defects is None else self.defects[idx],
+                           None if self.sizes is None else self.sizes[idx])
 
 
 def load_split(samples: list[Sample], size: int, skip_bad: bool = False, root: Path | None = None,
@@ -233,9 +239,10 @@ def load_split(samples: list[Sample], size: int, skip_bad: bool = False, root: P
 
     def work(sample: Sample):
         try:
-            return load_sample(sample, size, root)
+            image, aoi, defect = load_sample(sample, None, root)
         except DatasetError as exc:
             return exc
+        return (*_resized(image, aoi, defect, size), image.shape[:2])
 
     with ThreadPoolExecutor(max_workers=4) as pool:
         results = pool.map(work, samples)
@@ -259,7 +266,8 @@ def load_split(samples: list[Sample], size: int, skip_bad: bool = False, root: P
     defects = (np.stack([r[2] if r[2] is not None else np.zeros((size, size), np.uint8) for _, r in keep])
                if any_defect else None)
     labels = np.array([s.label for s, _ in keep], dtype=np.int64)
-    return LoadedSplit([s for s, _ in keep], images, aoi, has_aoi, labels, defects)
+    sizes = np.array([r[3] for _, r in keep], dtype=np.int64)
+    return LoadedSplit([s for s, _ in keep], images, aoi, has_aoi, labels, defects, sizes)
 
 
 def fingerprint(samples: list[Sample]) -> str:

@@ -78,9 +78,8 @@ def predict_dataset(run: str | Path, data: str | Path, out: str | Path, split_co
         chunk = manifest.samples[start:start + batch]
         loaded = load_split(chunk, cfg.input_size, skip_bad, data)
         masks = predict_masks(model, cfg, loaded.images)
-        for sample, mask in zip(loaded.samples, masks):
+        for sample, mask, (h, w) in zip(loaded.samples, masks, loaded.sizes.tolist()):
             rel = sample.image.relative_to(data)
-            h, w = _size(sample.image)
             full = cv2.resize(mask, (w, h), interpolation=cv2.INTER_NEAREST) if (h, w) != mask.shape else mask
             aoi_rel = Path("aoi") / rel.with_suffix(".png")
             (out / aoi_rel).parent.mkdir(parents=True, exist_ok=True)
@@ -98,8 +97,3 @@ def predict_dataset(run: str | Path, data: str | Path, out: str | Path, split_co
         writer.writeheader()
         writer.writerows(rows)
     return {"rows": len(rows), "out": str(out)}
-
-
-def _size(path: Path) -> tuple[int, int]:
-    from ceod.imageio import read_image
-    return read_image(path).shape[:2]
