@@ -65,11 +65,13 @@ def load_checkpoint(path: str | Path, kind: str | None = None) -> dict[str, Any]
     return payload
 
 
-def load_model(run: str | Path, kind: str, schema: type, build) -> tuple[torch.nn.Module, Any, dict[str, Any]]:
-    """(model in eval mode, its config as `schema`, checkpoint metadata) from a run or .pt file."""
+def load_model(run: str | Path, kind: str, schema: type, build,
+               payload: dict[str, Any] | None = None) -> tuple[torch.nn.Module, Any, dict[str, Any]]:
+    """(model in eval mode, its config as `schema`, checkpoint metadata) from a run or .pt file
+    (or from its already loaded `payload`)."""
     from ceod.config import from_dict
 
-    payload = load_checkpoint(run, kind)
+    payload = payload if payload is not None else load_checkpoint(run, kind)
     cfg = from_dict(schema, payload["config"])
     model = build(cfg.model)
     model.load_state_dict(payload["state_dict"])

@@ -12,18 +12,17 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Sequence
 
 import numpy as np
 
-from ceod import CLASS_NAMES
+from ceod.classes import infer_classes
 from ceod.errors import CeodError
 from ceod.imageio import ImageDecodeError, read_image, read_mask, resize_image, resize_mask
 
 log = logging.getLogger(__name__)
 
 REQUIRED_COLUMNS = ("image", "aoi", "label")
-LABELS = {name: index for index, name in enumerate(CLASS_NAMES)}
 
 
 class DatasetError(CeodError, ValueError):
@@ -42,7 +41,7 @@ class Sample:
     image: Path
     aoi: Path | None
     split: str
-    label: int  # index into CLASS_NAMES
+    label: int  # index into the manifest's (or the model's) class names
     defect_mask: Path | None = None
     extra: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
 
@@ -68,6 +67,7 @@ class Manifest:
     bad: list[BadRow]
     split_column: str
     columns: list[str]
+    classes: tuple[str, ...] = ("ok", "def")  # label index -> name
 
     def split(self, *names: str) -> list[Sample]:
         wanted = set(names)
@@ -101,7 +101,8 @@ def _fail(bad: list[BadRow], skip_bad: bool, what: str) -> None:
 
 
 def read_manifest(root: str | Path, split_column: str = "split", skip_bad: bool = False,
-                  require_aoi: bool = False, collect_only: bool = False) -> Manifest:
+                  require_aoi: bool = False, collect_only: bool = False,
+                  classes: Sequence[str] | None = None, train_split: str = "train") -> Manifest:
     """Parse and check DATASET/manifest.csv without decoding images.
 
     Args:
@@ -110,6 +111,11 @@ def read_manifest(root: str | Path, split_column: str = "split", skip_bad: bool 
         skip_bad: drop bad rows with a warning and a count instead of raising.
         require_aoi: treat an empty ``aoi`` cell as a bad row.
         collect_only: never raise for bad rows; return them in ``Manifest.bad``.
+        classes: the class names in index order (a model's, or the config's ``classes``). None infers
+            them from the labels of ``train_split`` (all rows if it has none): ok/def when those are
+            all ok or def, else their sorted set. A label outside the set is a bad row, so a typo in
+            a test row never becomes a class of its own.
+        train_split: the split whose labels define the classes when ``classes`` is None.
     """
     root = Path(root)
     manifest_path = root / "manifest.csv"
@@ -124,6 +130,12 @@ def read_manifest(root: str | Path, split_column: str = "split", skip_bad: bool 
             hint = f" (columns present: {', '.join(columns)})"
             raise DatasetError(f"{manifest_path}: missing column(s) {', '.join(missing)}{hint}")
         rows = list(reader)
+    if not classes:
+        train_labels = [(r.get("label") or "").strip() for r in rows
+                        if (r.get(split_column) or "").strip() == train_split]
+        classes = infer_classes(train_labels or [(r.get("label") or "").strip() for r in rows])
+    classes = tuple(classes)
+    index_of = {name: i for i, name in enumerate(classes)}
     samples: list[Sample] = []
     bad: list[BadRow] = []
     for index, row in enumerate(rows, start=1):
@@ -132,8 +144,9 @@ def read_manifest(root: str | Path, split_column: str = "split", skip_bad: bool 
         try:
             if not image_rel:
                 raise _Bad("<empty>", "empty image path")
-            if label not in LABELS:
-                raise _Bad(image_rel, f"label {label!r} is not one of {list(LABELS)}")
+            if label not in index_of:
+                raise _Bad(image_rel, f"label {label!r} is not one of {list(classes)} (the classes come "
+                           "from the training split's labels or the config's `classes`)")
             paths: dict[str, Path | None] = {}
             for column in ("image", "aoi", "defect_mask"):
                 rel = (row.get(column) or "").strip()
@@ -153,10 +166,10 @@ def read_manifest(root: str | Path, split_column: str = "split", skip_bad: bool 
             continue
         extra = {k: v for k, v in row.items() if k not in ("image", "aoi", "label", "defect_mask")}
         samples.append(Sample(index, paths["image"], paths["aoi"], (row.get(split_column) or "").strip(),
-                              LABELS[label], paths["defect_mask"], extra))
+                              index_of[label], paths["defect_mask"], extra))
     if not collect_only:
         _fail(bad, skip_bad, f"in {manifest_path}")
-    return Manifest(root, samples, bad, split_column, columns)
+    return Manifest(root, samples, bad, split_column, columns, classes)
 
 
 class _Bad(Exception):
@@ -219,6 +232,7 @@ class LoadedSplit:
     labels: np.ndarray  # [N] int64
     defects: np.ndarray | None = None  # [N,S,S] uint8 or None if no row has one
     sizes: np.ndarray | None = None  # [N,2] original (height, width), before resizing
+    classes: tuple[str, ...] = ("ok", "def")
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -228,11 +242,12 @@ class LoadedSplit:
         return LoadedSplit([self.samples[i] for i in idx], self.images[idx], self.aoi[idx],
                            self.has_aoi[idx], self.labels[idx],
                            None if self.defects is None else self.defects[idx],
-                           None if self.sizes is None else self.sizes[idx])
+                           None if self.sizes is None else self.sizes[idx], self.classes)
 
 
 def load_split(samples: list[Sample], size: int, skip_bad: bool = False, root: Path | None = None,
-               progress: bool = False, desc: str = "loading") -> LoadedSplit:
+               progress: bool = False, desc: str = "loading",
+               classes: Sequence[str] = ("ok", "def")) -> LoadedSplit:
     """Decode and resize rows in parallel threads; bad rows raise or are skipped with a count."""
     if not samples:
         raise DatasetError("no rows to load: check the split name and the --split-column")
@@ -267,7 +282,7 @@ def load_split(samples: list[Sample], size: int, skip_bad: bool = False, root: P
                if any_defect else None)
     labels = np.array([s.label for s, _ in keep], dtype=np.int64)
     sizes = np.array([r[3] for _, r in keep], dtype=np.int64)
-    return LoadedSplit([s for s, _ in keep], images, aoi, has_aoi, labels, defects, sizes)
+    return LoadedSplit([s for s, _ in keep], images, aoi, has_aoi, labels, defects, sizes, tuple(classes))
 
 
 def fingerprint(samples: list[Sample]) -> str:
@@ -283,20 +298,22 @@ def fingerprint(samples: list[Sample]) -> str:
 class CheckReport:
     """What `ceod data check` prints."""
 
-    counts: dict[str, dict[str, int]]
+    counts: dict[str, dict[str, int]]  # split -> class name -> rows
     aoi_coverage: dict[str, dict[str, float]]
     bad: list[BadRow]
     rows: int
+    classes: tuple[str, ...] = ("ok", "def")
 
     @property
     def ok(self) -> bool:
         return not self.bad
 
 
-def check_dataset(root: str | Path, split_column: str = "split", progress: bool = True) -> CheckReport:
+def check_dataset(root: str | Path, split_column: str = "split", progress: bool = True,
+                  classes: Sequence[str] | None = None) -> CheckReport:
     """Decode every row and report counts, AOI coverage and every bad row."""
     root = Path(root)
-    manifest = read_manifest(root, split_column=split_column, collect_only=True)
+    manifest = read_manifest(root, split_column=split_column, collect_only=True, classes=classes)
     bad = list(manifest.bad)
     coverage: dict[str, list[float]] = {}
     good: list[Sample] = []
@@ -322,12 +339,12 @@ def check_dataset(root: str | Path, split_column: str = "split", progress: bool 
                 coverage.setdefault(sample.split, []).append(result)
     counts: dict[str, dict[str, int]] = {}
     for s in good:
-        per = counts.setdefault(s.split, {name: 0 for name in CLASS_NAMES})
-        per[CLASS_NAMES[s.label]] += 1
+        per = counts.setdefault(s.split, {name: 0 for name in manifest.classes})
+        per[manifest.classes[s.label]] += 1
     cov = {split: {"mean": float(np.mean(v)), "min": float(np.min(v)), "max": float(np.max(v)),
                    "n": len(v)} for split, v in coverage.items()}
     bad.sort(key=lambda b: b.row)
-    return CheckReport(counts, cov, bad, len(manifest.samples) + len(manifest.bad))
+    return CheckReport(counts, cov, bad, len(manifest.samples) + len(manifest.bad), manifest.classes)
 
 
 def select(manifest: Manifest, split: str, filters: dict[str, str] | None = None) -> list[Sample]:
@@ -397,7 +414,8 @@ def load_train_val(data: str | Path, cfg, seed: int, skip_bad: bool = False,
     `max_train_images` keeps a seeded subset of the training rows (e.g. few annotated images);
     `require_aoi` keeps only rows with an AOI mask (the segmenter's targets).
     """
-    manifest = read_manifest(data, cfg.split_column, skip_bad=skip_bad)
+    manifest = read_manifest(data, cfg.split_column, skip_bad=skip_bad,
+                             classes=getattr(cfg, "classes", None) or None, train_split=cfg.train_split)
     if require_aoi:
         manifest.samples = [s for s in manifest.samples if s.aoi is not None]
     train_rows, val_rows = train_val(manifest, cfg.train_split, cfg.val_split, cfg.val_fraction, filters,
@@ -406,5 +424,5 @@ def load_train_val(data: str | Path, cfg, seed: int, skip_bad: bool = False,
         pick = np.random.default_rng(seed).permutation(len(train_rows))[:max_train_images]
         train_rows = [train_rows[i] for i in sorted(pick)]
     root = Path(data)
-    return (load_split(train_rows, cfg.input_size, skip_bad, root, progress, "loading train"),
-            load_split(val_rows, cfg.input_size, skip_bad, root, progress, "loading val"))
+    return (load_split(train_rows, cfg.input_size, skip_bad, root, progress, "loading train", manifest.classes),
+            load_split(val_rows, cfg.input_size, skip_bad, root, progress, "loading val", manifest.classes))

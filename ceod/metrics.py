@@ -85,3 +85,40 @@ def nanmean(values: np.ndarray) -> float:
     v = np.asarray(values, float)
     v = v[np.isfinite(v)]
     return float(v.mean()) if v.size else float("nan")
+
+
+def multiclass_metrics(probs: np.ndarray, labels: np.ndarray, classes: list[str] | tuple[str, ...]
+                       ) -> dict[str, object]:
+    """Argmax decisions over K classes: accuracy, balanced accuracy (mean per-class recall),
+    macro-F1 over the classes present, per-class recall, K x K confusion (rows = truth), and the
+    macro one-vs-rest AUROC."""
+    probs, labels = np.asarray(probs, float), np.asarray(labels, np.int64)
+    k = len(classes)
+    pred = probs.argmax(1)
+    confusion = np.zeros((k, k), dtype=np.int64)
+    np.add.at(confusion, (labels, pred), 1)
+    support = confusion.sum(1)
+    predicted = confusion.sum(0)
+    tp = np.diag(confusion)
+    recall = np.where(support > 0, tp / np.maximum(support, 1), np.nan)
+    precision = np.where(predicted > 0, tp / np.maximum(predicted, 1), 0.0)
+    f1 = np.where(precision + np.nan_to_num(recall) > 0,
+                  2 * precision * np.nan_to_num(recall) / np.maximum(precision + np.nan_to_num(recall), 1e-12), 0.0)
+    present = support > 0
+    aurocs = [auroc(probs[:, c], labels == c) for c in range(k) if present[c] and (~(labels == c)).any()]
+    return {"accuracy": float((pred == labels).mean()) if len(labels) else float("nan"),
+            "balanced_accuracy": nanmean(recall),
+            "macro_f1": float(f1[present].mean()) if present.any() else float("nan"),
+            "auroc": nanmean(np.array(aurocs)) if aurocs else float("nan"),
+            "per_class_recall": {str(c): float(r) for c, r in zip(classes, recall)},
+            "confusion": confusion.tolist()}
+
+
+def classification_metrics(probs: np.ndarray, labels: np.ndarray, classes, threshold: float = 0.5
+                           ) -> dict[str, object]:
+    """ok/def: the binary figures at the calibrated threshold on P(def); K classes: argmax figures."""
+    from ceod.classes import is_anomaly
+    probs = np.asarray(probs)
+    if is_anomaly(classes):
+        return binary_metrics(probs[:, 1], labels, threshold)
+    return multiclass_metrics(probs, labels, classes)

@@ -33,8 +33,8 @@ class DataConfig:
     max_val_images: int = 0  # 0 = all; a seeded subset keeps per-epoch validation cheap on big sets
 
     def validate(self) -> None:
-        if not 16 <= self.input_size <= 2048 or self.input_size % 8:
-            raise ConfigError("config key 'input_size': must be a multiple of 8 between 16 and 2048")
+        if not 16 <= self.input_size <= 2048 or self.input_size % 4:
+            raise ConfigError("config key 'input_size': must be a multiple of 4 between 16 and 2048")
         if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
             raise ConfigError("config keys 'mean'/'std': three values each, std > 0")
         if not 0 < self.val_fraction < 1:

@@ -183,7 +183,7 @@ def fit(spec: FitSpec) -> dict[str, Any]:
                   "epoch_seconds": round(time.perf_counter() - epoch_start, 2),
                   "lr": spec.scheduler.get_last_lr()[0]}
         history.append(record)
-        improved = val[spec.monitor] > best
+        improved = val[spec.monitor] >= best  # a tie goes to the later, further-trained epoch
         if improved:
             best, best_epoch = val[spec.monitor], epoch
         if ctx.is_main:

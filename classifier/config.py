@@ -16,13 +16,18 @@ class ClsModelConfig:
     pretrained: bool = False
     head: Literal["gap_linear", "mlp"] = "gap_linear"
     norm: Literal["batch", "group"] = "batch"  # simple CNN only; group is per-sample (exact under DDP)
+    downsample: int = 3  # simple CNN only: stride-2 stages, so the Grad-CAM map is input / 2**downsample
+
+    def validate(self) -> None:
+        if not 1 <= self.downsample <= 3:
+            raise ConfigError("config key 'model.downsample': 1, 2 or 3 stride-2 stages (simple backbone)")
 
 
 @dataclass
 class LossConfig:
-    kind: Literal["ce", "ceod"] = "ceod"
-    weight: float = 1.0
-    target: Literal["label", "def", "predicted", "contrast"] = "label"
+    kind: Literal["ce", "ceod", "rrr"] = "ceod"
+    weight: float = 1.0  # w of CEOD; lambda of RRR
+    target: Literal["label", "def", "predicted", "contrast", "all"] = "label"
     apply_to: Literal["all", "def"] = "all"
     distance: Literal["overlap", "outside_mass", "signed_outside"] = "overlap"
     eps: float = 1e-6
@@ -47,3 +52,15 @@ class ClassifierConfig(DataConfig):
     train: TrainConfig = field(default_factory=TrainConfig)
     threshold: ThresholdConfig = field(default_factory=ThresholdConfig)
     augment: list[dict[str, Any]] = field(default_factory=list)
+    classes: list[str] = field(default_factory=list)  # [] = from the training labels (ok/def by default)
+
+    def validate(self) -> None:
+        super().validate()
+        if self.loss.gradcam == "fast" and self.model.head != "gap_linear":
+            raise ConfigError("config key 'loss.gradcam': fast needs model.head gap_linear; "
+                              "use gradcam: general or auto with head: mlp")
+        if self.model.backbone == "simple" and self.input_size % 2 ** self.model.downsample:
+            raise ConfigError(f"config key 'input_size': must be a multiple of {2 ** self.model.downsample} "
+                              f"for model.downsample {self.model.downsample}")
+        if len(set(self.classes)) != len(self.classes) or len(self.classes) == 1:
+            raise ConfigError("config key 'classes': at least two distinct names (or [] to infer them)")

@@ -7,8 +7,10 @@ from typing import Any
 
 import numpy as np
 
+from ceod.classes import ANOMALY_CLASSES, decide
 from ceod.dataset import LoadedSplit, load_split, read_manifest
-from ceod.metrics import binary_metrics, nanmean
+from ceod.errors import CeodError
+from ceod.metrics import classification_metrics, nanmean
 from ceod.overlay import draw_overlay, grid, save_rgb
 from classifier.inference import aoi_attention, load_classifier, predict
 
@@ -18,18 +20,27 @@ REPLACEMENTS = ("swap", "shift", "grey", "noise")
 def load_eval_split(run: str | Path, data: str | Path, split: str, split_column: str | None = None,
                     skip_bad: bool = False):
     model, cfg, meta = load_classifier(run)
-    manifest = read_manifest(data, split_column or cfg.split_column, skip_bad=skip_bad)
+    classes = model_classes(meta)
+    manifest = read_manifest(data, split_column or cfg.split_column, skip_bad=skip_bad, classes=classes)
     rows = manifest.split(split)
     if not rows:
-        raise ValueError(f"split '{split}' has no rows (splits: {manifest.splits})")
-    return model, cfg, meta, load_split(rows, cfg.input_size, skip_bad, Path(data), progress=True)
+        raise CeodError(f"split '{split}' has no rows in {data} (column '{manifest.split_column}'; "
+                        f"splits present: {manifest.splits})")
+    return model, cfg, meta, load_split(rows, cfg.input_size, skip_bad, Path(data), progress=True, classes=classes)
+
+
+def model_classes(meta: dict) -> tuple[str, ...]:
+    """The class names a classifier was trained on (ok/def for checkpoints that predate K classes)."""
+    return tuple(meta.get("class_names") or ANOMALY_CLASSES)
 
 
 def evaluate(model, cfg, meta: dict, data: LoadedSplit, heatmaps: int = 0,
              heatmap_dir: Path | None = None) -> dict[str, Any]:
     """Classification metrics at the calibrated threshold, and aoi_attention (rows with an AOI)."""
+    classes = model_classes(meta)
     probs, cams = predict(model, data.images, cfg.mean, cfg.std, with_cam=True)
-    result = binary_metrics(probs, data.labels, meta["threshold"])
+    result = classification_metrics(probs, data.labels, classes, meta["threshold"])
+    pred = decide(probs, classes, meta["threshold"])
     att = aoi_attention(cams[data.has_aoi], data.aoi[data.has_aoi]) if data.has_aoi.any() else np.array([np.nan])
     result["aoi_attention"] = nanmean(att)
     result["n"] = int(len(data))
@@ -38,9 +49,9 @@ def evaluate(model, cfg, meta: dict, data: LoadedSplit, heatmaps: int = 0,
         pick = rng.choice(len(data), size=min(heatmaps, len(data)), replace=False)
         tiles = []
         for i in pick:
-            verdict = "def" if probs[i] >= meta["threshold"] else "ok"
-            truth = "def" if data.labels[i] else "ok"
-            tiles.append(draw_overlay(data.images[i], data.aoi[i], cams[i], f"{truth}->{verdict} {probs[i]:.2f}"))
+            verdict, truth = classes[pred[i]], classes[data.labels[i]]
+            tiles.append(draw_overlay(data.images[i], data.aoi[i], cams[i],
+                                      f"{truth}->{verdict} {probs[i, pred[i]]:.2f}"))
         result["heatmaps"] = str(save_rgb(heatmap_dir / "heatmaps.png", grid(tiles, 8)))
     return result
 
@@ -50,7 +61,8 @@ def replace_outside(data: LoadedSplit, how: str, seed: int = 0) -> np.ndarray:
 
     swap:  the background of an image of the other class (its own part region filled with
            that image's mean background colour, so no part or defect leaks in);
-    shift: the background's grey level moved to the other class's mean background level;
+    shift: the background's grey level moved to the mean background level of another class
+           (the other one for ok/def; a random other class among K);
     grey:  a constant, the split's mean background colour;
     noise: uniform random pixels.
     """
@@ -66,9 +78,9 @@ def replace_outside(data: LoadedSplit, how: str, seed: int = 0) -> np.ndarray:
     elif how == "grey":
         fill = np.broadcast_to(bg_mean.mean(0), images.shape)
     elif how == "shift":
-        class_mean = {c: bg_mean[data.labels == c].mean(0) if (data.labels == c).any() else bg_mean.mean(0)
-                      for c in (0, 1)}
-        target = np.stack([class_mean[1 - c] for c in data.labels])
+        present = np.unique(data.labels)
+        class_mean = {c: bg_mean[data.labels == c].mean(0) for c in present}
+        target = np.stack([class_mean[_other(rng, present, c)] for c in data.labels])
         fill = images + (target - bg_mean)[:, None, None, :]
     elif how == "swap":
         partner = np.empty(n, dtype=np.int64)
@@ -84,22 +96,30 @@ def replace_outside(data: LoadedSplit, how: str, seed: int = 0) -> np.ndarray:
     return np.clip(np.where(inside, images, fill), 0, 255).astype(np.uint8)
 
 
+def _other(rng: np.random.Generator, present: np.ndarray, c: int) -> int:
+    """A class other than c among those present (c itself when it is the only one)."""
+    others = present[present != c]
+    return int(rng.choice(others)) if len(others) else int(c)
+
+
 def audit(model, cfg, meta: dict, data: LoadedSplit, seed: int = 0,
           picture: Path | None = None) -> dict[str, Any]:
     """Per replacement: decision flip rate, accuracy and balanced accuracy after replacing."""
     if not data.has_aoi.all():
-        raise ValueError("audit needs an AOI mask on every row")
+        raise CeodError("audit needs an AOI mask on every row; run `ceod predict-aoi` first or pick a split "
+                        "whose rows all have one")
     threshold = meta["threshold"]
+    classes = model_classes(meta)
     base, _ = predict(model, data.images, cfg.mean, cfg.std)
-    base_pred = base >= threshold
+    base_pred = decide(base, classes, threshold)
     result: dict[str, Any] = {"threshold": threshold, "n": int(len(data)),
-                              "original": binary_metrics(base, data.labels, threshold)}
+                              "original": classification_metrics(base, data.labels, classes, threshold)}
     tiles = []
     for how in REPLACEMENTS:
         images = replace_outside(data, how, seed)
         probs, _ = predict(model, images, cfg.mean, cfg.std)
-        m = binary_metrics(probs, data.labels, threshold)
-        m["flip_rate"] = float(((probs >= threshold) != base_pred).mean())
+        m = classification_metrics(probs, data.labels, classes, threshold)
+        m["flip_rate"] = float((decide(probs, classes, threshold) != base_pred).mean())
         result[how] = m
         tiles += [draw_overlay(images[i], data.aoi[i], text=how) for i in range(min(4, len(images)))]
     if picture is not None:

@@ -6,7 +6,9 @@ continues where it stopped. Writes results.json and a markdown table per dataset
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +18,7 @@ import numpy as np
 
 from ceod.config import apply_overrides, from_dict, load_config, to_dict
 from ceod.dataset import load_split, read_manifest
+from ceod.errors import CeodError
 from classifier.config import ClassifierConfig
 from classifier.evaluate import audit, evaluate
 from classifier.inference import load_classifier
@@ -32,7 +35,30 @@ VARIANTS: dict[str, dict[str, Any]] = {
                            "loss.weight": 1.0, "loss.warmup_epochs": 3},
     "ceod-contrast-w1": {"loss.kind": "ceod", "loss.target": "contrast", "loss.distance": "signed_outside",
                          "loss.weight": 1.0, "loss.warmup_epochs": 3},
+    # K classes: every class's map must stay inside the AOI, so no class may read the outside
+    "ceod-signed-all": {"loss.kind": "ceod", "loss.target": "all", "loss.distance": "signed_outside",
+                        "loss.weight": 1.0, "loss.warmup_epochs": 3},
+    "ceod-paper-all": {"loss.kind": "ceod", "loss.target": "all", "loss.distance": "overlap", "loss.weight": 1.0},
+    # Ross et al. 2017: the input-gradient penalty (lambda = loss.weight)
+    "rrr": {"loss.kind": "rrr", "loss.weight": 10.0},
+    # the ceiling: CE trained and validated on the same digits without the decoy
+    "ce-clean": {"loss.kind": "ce", "train_split": "train_clean", "val_split": "val_clean"},
 }
+STRENGTH_KEY = "loss.weight"
+
+
+def variant_overrides(name: str) -> dict[str, Any]:
+    """`rrr` or `rrr@100`: a variant, optionally at another strength (loss.weight = w or lambda)."""
+    base, _, strength = name.partition("@")
+    if base not in VARIANTS:
+        raise CeodError(f"unknown variant {base!r}: choose from {list(VARIANTS)} (optionally NAME@STRENGTH)")
+    over = dict(VARIANTS[base])
+    if strength:
+        try:
+            over[STRENGTH_KEY] = float(strength)
+        except ValueError:
+            raise CeodError(f"variant {name!r}: the strength after @ must be a number") from None
+    return over
 
 
 @dataclass
@@ -45,9 +71,18 @@ class DatasetSpec:
     max_train_images: int | None = None
 
 
-def presets(out: Path) -> dict[str, DatasetSpec]:
-    casting = Path(__file__).resolve().parents[2] / "shared" / "data" / "casting"
+# DecoyMNIST: 28 px digits, a simple CNN at stride 2 (14x14 Grad-CAM map: the 4x4 patch covers
+# 2x2 whole cells), no augmentation (flips and rotations change digits), K = 10.
+DECOY_OVERRIDES: dict[str, Any] = {
+    "input_size": 28, "mean": [0.13, 0.13, 0.13], "std": [0.31, 0.31, 0.31], "augment": [],
+    "model.downsample": 1, "model.width": 16, "train.epochs": 8, "train.batch_size": 64, "train.lr": 0.003}
+
+
+def presets(out: Path, casting: Path | None = None) -> dict[str, DatasetSpec]:
+    casting = casting or Path(__file__).resolve().parents[2] / "shared" / "data" / "casting"
     return {
+        "decoy-mnist": DatasetSpec("decoy-mnist", out / "data" / "decoy-mnist", "split",
+                                   ["test", "test_shift", "test_anti", "test_clean"], dict(DECOY_OVERRIDES)),
         "synthetic": DatasetSpec("synthetic", out / "data" / "synthetic-small", "split",
                                  ["test", "test_shift", "test_anti"], {"train.epochs": 12}),
         "casting": DatasetSpec("casting", casting, "split_grouped", ["test"],
@@ -62,22 +97,65 @@ def run_one(spec: DatasetSpec, variant: str, seed: int, out: Path, epochs: int |
     result_path = run / "result.json"
     if result_path.is_file():
         return json.loads(result_path.read_text())
+    with _claim(run, result_path):
+        if result_path.is_file():  # another process finished it while we waited
+            return json.loads(result_path.read_text())
+        return _train_and_evaluate(spec, variant, seed, run, result_path, epochs)
+
+
+@contextlib.contextmanager
+def _claim(run: Path, result_path: Path, poll_seconds: float = 5.0):
+    """Several `ceod experiment` processes may share an output folder (one per core): a run is
+    trained by whoever creates its `.running` file; the others wait for its result. A claim
+    whose process is gone (killed session) is taken over."""
+    run.mkdir(parents=True, exist_ok=True)
+    lock = run / ".running"
+    while True:
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            os.write(fd, str(os.getpid()).encode())
+            os.close(fd)
+            break
+        except FileExistsError:
+            if result_path.is_file():
+                yield
+                return
+            try:
+                owner = int(lock.read_text() or 0)
+                os.kill(owner, 0)
+            except (ValueError, ProcessLookupError, FileNotFoundError):
+                lock.unlink(missing_ok=True)  # stale: its process is gone
+                continue
+            except PermissionError:
+                pass
+            time.sleep(poll_seconds)
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
+
+
+def _train_and_evaluate(spec: DatasetSpec, variant: str, seed: int, run: Path, result_path: Path,
+                        epochs: int | None) -> dict[str, Any]:
     base = to_dict(load_config(ClassifierConfig, None, "classifier.yaml"))
-    overrides = {"split_column": spec.split_column, **spec.overrides, **VARIANTS[variant]}
+    overrides = {"split_column": spec.split_column, **spec.overrides, **variant_overrides(variant)}
     if epochs:
         overrides["train.epochs"] = epochs
     cfg = from_dict(ClassifierConfig, apply_overrides(base, overrides))
     started = time.perf_counter()
     summary = train_classifier(cfg, spec.data, run, seed, max_train_images=spec.max_train_images, progress=False)
     model, cfg, meta = load_classifier(run)
-    manifest = read_manifest(spec.data, spec.split_column)
+    manifest = read_manifest(spec.data, spec.split_column, classes=meta["class_names"])
     result: dict[str, Any] = {"variant": variant, "seed": seed, "train_seconds": summary["train_seconds"],
-                              "step_ms_median": summary["step_ms_median"], "splits": {}}
+                              "step_ms_median": summary["step_ms_median"], "best_epoch": summary["best_epoch"],
+                              "val": {k: v for k, v in summary["best"].items() if k.startswith("val_")},
+                              "splits": {}}
     for split in spec.test_splits:
-        data = load_split(manifest.split(split), cfg.input_size, root=spec.data)
+        data = load_split(manifest.split(split), cfg.input_size, root=spec.data, classes=manifest.classes)
         ev = evaluate(model, cfg, meta, data, heatmaps=16 if seed == 0 else 0, heatmap_dir=run / f"eval_{split}")
         au = audit(model, cfg, meta, data, seed=seed)
         result["splits"][split] = {"balanced_accuracy": ev["balanced_accuracy"], "auroc": ev["auroc"],
+                                   "accuracy": ev["accuracy"],
                                    "aoi_attention": ev["aoi_attention"],
                                    "flip": {k: au[k]["flip_rate"] for k in ("swap", "shift", "grey", "noise")},
                                    "audit_balanced_accuracy": {k: au[k]["balanced_accuracy"]
@@ -95,11 +173,33 @@ def _ms(values: list[float]) -> str:
     return f"{np.nanmean(v):.3f} ± {np.nanstd(v):.3f}"
 
 
-def summarise(spec: DatasetSpec, results: list[dict[str, Any]]) -> str:
-    """A markdown table: mean ± std over seeds of every figure, per variant and test split."""
+def summarise(spec: DatasetSpec, results: list[dict[str, Any]], choices: dict[str, Any] | None = None,
+              tolerance: float = 0.01) -> str:
+    """Markdown: an accuracy overview across test splits, the strength choices, and per split
+    every figure (mean ± std over seeds)."""
     lines = [f"### {spec.name} (`{spec.data.name}`, split column `{spec.split_column}`)", ""]
     variants = list(dict.fromkeys(r["variant"] for r in results))
     seeds = sorted({r["seed"] for r in results})
+    first = spec.test_splits[0]
+    lines += ["Accuracy per test split and the decision flip rate on "
+              f"`{first}` when the outside of the AOI is swapped (mean ± std over seeds {seeds}):", "",
+              "| variant | " + " | ".join(spec.test_splits) + f" | flip swap ({first}) | step ms (median, shared CPU) |",
+              "|---|" + "---|" * (len(spec.test_splits) + 2)]
+    for v in variants:
+        rv = [r for r in results if r["variant"] == v]
+        lines.append(f"| {v} | " + " | ".join(_ms([r["splits"][sp].get("accuracy", float("nan")) for r in rv])
+                                              for sp in spec.test_splits)
+                     + f" | {_ms([r['splits'][first]['flip']['swap'] for r in rv])} | "
+                     + f"{np.nanmedian([r['step_ms_median'] or np.nan for r in rv]):.0f} |")
+    lines.append("")
+    for family, c in (choices or {}).items():
+        key = [k for k in c["sweep"][0] if k.startswith("val_")][0]
+        lines.append(f"Strength of `{family}` (seed {c['seed']}, rule: the largest whose {key} stays within "
+                     f"{tolerance:g} of CE's): " + ", ".join(f"{r['strength']:g} → {r[key]:.4f}"
+                                                              + ("" if r["within"] else " (out)") for r in c["sweep"])
+                     + f"; **chosen {c['chosen']:g}**.")
+    if choices:
+        lines.append("")
     lines.append(f"Seeds: {seeds}. Mean ± std over seeds. Flip = fraction of decisions that change when the "
                  "outside of the AOI is replaced (swap: another class's background; shift: background grey "
                  "moved to the other class's mean; grey: constant; noise: random).")
@@ -120,24 +220,53 @@ def summarise(spec: DatasetSpec, results: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def choose_strength(sweep: list[dict[str, Any]], reference: dict[str, Any], tolerance: float = 0.01
+                    ) -> tuple[float, list[dict[str, Any]]]:
+    """The rule, fixed before any run: the largest strength whose *validation* score (the
+    checkpoint's monitor: accuracy for K classes, AUROC for ok/def) stays within `tolerance` of
+    CE's at the same seed; the smallest strength when none does. Validation carries the same
+    shortcut as training, so no shifted or test data takes part in the choice."""
+    key = "val_accuracy" if "val_accuracy" in reference["val"] else "val_auroc"
+    floor = reference["val"][key] - tolerance
+    rows = [{"strength": float(r["variant"].partition("@")[2]), key: r["val"][key],
+             "within": r["val"][key] >= floor} for r in sweep]
+    rows.sort(key=lambda r: r["strength"])
+    ok = [r["strength"] for r in rows if r["within"]]
+    return (max(ok) if ok else rows[0]["strength"]), rows
+
+
 def run_experiment(out: Path, datasets: list[str], variants: list[str], seeds: list[int],
-                   epochs: int | None = None) -> dict[str, str]:
-    specs = presets(out)
+                   epochs: int | None = None, sweeps: dict[str, list[float]] | None = None,
+                   casting: Path | None = None, tolerance: float = 0.01) -> dict[str, str]:
+    """Fixed variants over every seed; each swept family is first trained at every strength on
+    the first seed, its strength chosen by `choose_strength`, then trained on every seed."""
+    specs = presets(out, casting)
     tables = {}
     for name in datasets:
         if name not in specs:
-            raise ValueError(f"unknown experiment dataset {name!r}: choose from {list(specs)}")
+            raise CeodError(f"unknown experiment dataset {name!r}: choose from {list(specs)}")
         spec = specs[name]
         if name == "synthetic" and not (spec.data / "manifest.csv").is_file():
             from ceod.synth import config_for, synthesize
             synthesize(spec.data, config_for("small"), seed=0, progress=False)
-        bad = [v for v in variants if v not in VARIANTS]
-        if bad:
-            raise ValueError(f"unknown variant(s) {bad}: choose from {list(VARIANTS)}")
+        if name == "decoy-mnist" and not (spec.data / "manifest.csv").is_file():
+            from ceod.decoy import synthesize_decoy_mnist
+            synthesize_decoy_mnist(spec.data, seed=0, progress=False)
+        for v in [*variants, *(sweeps or {})]:
+            variant_overrides(v)  # fail on a typo before hours of training
         results = [run_one(spec, v, s, out, epochs) for s in seeds for v in variants]
+        choices = {}
+        for family, strengths in (sweeps or {}).items():
+            reference = run_one(spec, "ce", seeds[0], out, epochs)
+            sweep = [run_one(spec, f"{family}@{w:g}", seeds[0], out, epochs) for w in strengths]
+            chosen, rows = choose_strength(sweep, reference, tolerance)
+            choices[family] = {"chosen": chosen, "sweep": rows, "seed": seeds[0]}
+            print(f"[experiment] {name} {family}: strength {chosen:g} chosen on validation "
+                  "(" + ", ".join(f"{r['strength']:g}: {list(r.values())[1]:.4f}" for r in rows) + ")", flush=True)
+            results += [run_one(spec, f"{family}@{chosen:g}", s, out, epochs) for s in seeds]
         (out / name).mkdir(parents=True, exist_ok=True)
-        (out / name / "results.json").write_text(json.dumps(results, indent=1))
-        tables[name] = summarise(spec, results)
+        (out / name / "results.json").write_text(json.dumps({"results": results, "choices": choices}, indent=1))
+        tables[name] = summarise(spec, results, choices, tolerance)
         (out / name / "results.md").write_text(tables[name])
         print(tables[name])
     return tables

@@ -38,6 +38,13 @@ def fast_cam(model: nn.Module, features: torch.Tensor, weights: torch.Tensor) ->
     return torch.einsum("nc,nchw->nhw", channel_w, features) / (h * w)
 
 
+def fast_cams(model: nn.Module, features: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """fast_cam for M weightings at once: weights [M,N,K] -> signed maps [M,N,h,w]."""
+    fc = unwrap(model).head.fc
+    h, w = features.shape[-2:]
+    return torch.einsum("mnc,nchw->mnhw", weights @ fc.weight, features) / (h * w)
+
+
 def general_gradcam(logits: torch.Tensor, features: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """Signed Grad-CAM for any head: d(score)/dA with create_graph=True, pooled per channel."""
     score = (logits * weights).sum()

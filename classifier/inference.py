@@ -8,7 +8,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ceod.checkpoint import load_model
+from ceod.checkpoint import load_checkpoint, load_model
+from ceod.classes import ANOMALY_CLASSES
 from ceod.imageio import normalize
 from classifier.config import ClassifierConfig
 from classifier.gradcam import class_weights, signed_cam, upsample
@@ -17,12 +18,14 @@ from classifier.model import AnomalyClassifier, build_classifier
 
 def load_classifier(run: str | Path) -> tuple[AnomalyClassifier, ClassifierConfig, dict[str, Any]]:
     """Model (eval mode), its config and checkpoint metadata from a run folder or .pt file."""
-    return load_model(run, "classifier", ClassifierConfig, build_classifier)
+    payload = load_checkpoint(run, "classifier")
+    classes = payload["meta"].get("class_names") or ANOMALY_CLASSES
+    return load_model(run, "classifier", ClassifierConfig, lambda m: build_classifier(m, len(classes)), payload)
 
 
 def predict(model: AnomalyClassifier, images: np.ndarray, mean, std, batch_size: int = 64,
             with_cam: bool = False, cam_class: str = "predicted") -> tuple[np.ndarray, np.ndarray | None]:
-    """P(def) [N] and, optionally, ReLU'd Grad-CAMs [N,S,S] of the predicted (or 'def') class."""
+    """Class probabilities [N,K] and, optionally, ReLU'd Grad-CAMs [N,S,S] of the predicted (or 'def') class."""
     was_training = model.training
     model.eval()
     probs, cams = [], []
@@ -32,7 +35,7 @@ def predict(model: AnomalyClassifier, images: np.ndarray, mean, std, batch_size:
             x = torch.from_numpy(normalize(images[i:i + batch_size], mean, std))
             with torch.set_grad_enabled(with_cam and not model.has_linear_head):
                 logits, feats = model(x, return_features=True)
-                probs.append(torch.softmax(logits, 1)[:, 1].detach().numpy())
+                probs.append(torch.softmax(logits, 1).detach().numpy())
                 if with_cam:
                     classes = logits.argmax(1) if cam_class == "predicted" else torch.ones(len(x), dtype=torch.long)
                     w = class_weights(classes, None, logits.shape[1], len(x), x.device)

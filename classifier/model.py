@@ -1,4 +1,4 @@
-"""Backbone + head classifiers (two classes: ok, def). Pure torch, no training code."""
+"""Backbone + head classifiers over K classes (ok/def by default). Pure torch, no training code."""
 
 from __future__ import annotations
 
@@ -14,20 +14,22 @@ def _conv(cin: int, cout: int, stride: int = 1, norm: str = "batch") -> nn.Seque
 
 
 class SimpleCNN(nn.Sequential):
-    """A small CNN with stride 8: a 16x16 map at 128 px, fine enough for AOI-level CAMs."""
+    """A small CNN, stride 2**downsample: at the default 8, a 16x16 map at 128 px, fine enough for
+    AOI-level CAMs; stride 2 keeps a 14x14 map at 28 px, so a 4x4 decoy patch covers whole cells."""
 
-    def __init__(self, width: int = 32, norm: str = "batch") -> None:
+    def __init__(self, width: int = 32, norm: str = "batch", downsample: int = 3) -> None:
         w = width
-        super().__init__(_conv(3, w, 2, norm), _conv(w, w, 1, norm),
-                         _conv(w, 2 * w, 2, norm), _conv(2 * w, 2 * w, 1, norm),
-                         _conv(2 * w, 4 * w, 2, norm), _conv(4 * w, 4 * w, 1, norm))
+        s = [2 if stage < downsample else 1 for stage in range(3)]
+        super().__init__(_conv(3, w, s[0], norm), _conv(w, w, 1, norm),
+                         _conv(w, 2 * w, s[1], norm), _conv(2 * w, 2 * w, 1, norm),
+                         _conv(2 * w, 4 * w, s[2], norm), _conv(4 * w, 4 * w, 1, norm))
         self.out_channels = 4 * w
 
 
 def build_backbone(cfg: ClsModelConfig) -> tuple[nn.Module, int]:
     """The feature extractor and its channel count. No weights are downloaded unless pretrained."""
     if cfg.backbone == "simple":
-        net = SimpleCNN(cfg.width, cfg.norm)
+        net = SimpleCNN(cfg.width, cfg.norm, cfg.downsample)
         return net, net.out_channels
     import torchvision
     if cfg.backbone == "resnet18":
@@ -62,12 +64,14 @@ class MLPHead(nn.Module):
 
 
 class AnomalyClassifier(nn.Module):
-    """features -> head -> logits [N,2]; `forward(x, return_features=True)` also returns the map."""
+    """features -> head -> logits [N,K]; `forward(x, return_features=True)` also returns the map."""
 
-    def __init__(self, features: nn.Module, channels: int, head: str = "gap_linear") -> None:
+    def __init__(self, features: nn.Module, channels: int, head: str = "gap_linear", num_classes: int = 2) -> None:
         super().__init__()
         self.features = features
-        self.head = GapLinearHead(channels) if head == "gap_linear" else MLPHead(channels)
+        self.num_classes = num_classes
+        self.head = (GapLinearHead(channels, num_classes) if head == "gap_linear"
+                     else MLPHead(channels, num_classes))
 
     @property
     def has_linear_head(self) -> bool:
@@ -79,6 +83,6 @@ class AnomalyClassifier(nn.Module):
         return (logits, a) if return_features else logits
 
 
-def build_classifier(cfg: ClsModelConfig) -> AnomalyClassifier:
+def build_classifier(cfg: ClsModelConfig, num_classes: int = 2) -> AnomalyClassifier:
     features, channels = build_backbone(cfg)
-    return AnomalyClassifier(features, channels, cfg.head)
+    return AnomalyClassifier(features, channels, cfg.head, num_classes)

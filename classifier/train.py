@@ -8,11 +8,12 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from ceod import CLASS_NAMES, __version__
-from ceod.config import to_dict
+from ceod import __version__
+from ceod.classes import is_anomaly
+from ceod.config import ConfigError, to_dict
 from ceod.dataset import Sample, fingerprint, load_train_val
 from ceod.distributed import DistContext
-from ceod.metrics import binary_metrics, calibrate_threshold, nanmean
+from ceod.metrics import calibrate_threshold, classification_metrics, nanmean
 from ceod.torchdata import SplitDataset
 from ceod.training import FitSpec, ensure_writable, fit, make_loader, seed_everything, write_json
 from ceod.transforms import build_augment
@@ -29,6 +30,8 @@ def loss_name(cfg: ClassifierConfig) -> str:
     loss = cfg.loss
     if loss.kind == "ce":
         return "ce"
+    if loss.kind == "rrr":
+        return f"rrr(lambda={loss.weight:g})"
     return f"ceod(w={loss.weight:g},target={loss.target},distance={loss.distance},apply_to={loss.apply_to})"
 
 
@@ -44,12 +47,18 @@ def train_classifier(cfg: ClassifierConfig, data: str | Path, out: str | Path, s
     seed_everything(seed)
     train, val = load_train_val(data, cfg, seed, skip_bad, filters, max_train_images,
                                 progress=progress and ctx.is_main)
+    classes = train.classes
+    anomaly = is_anomaly(classes)
+    if not anomaly and (cfg.loss.target in ("def", "contrast") or cfg.loss.apply_to == "def"):
+        raise ConfigError(f"config keys 'loss.target: {cfg.loss.target}' / 'loss.apply_to: {cfg.loss.apply_to}' "
+                          f"need the ok/def classes; this data has {list(classes)}: use target label, "
+                          "predicted or all, and apply_to all")
     masks = mask_source(train.samples, cfg.input_size) if mask_source else train.aoi
     val_masks = mask_source(val.samples, cfg.input_size) if mask_source else val.aoi
     augment = build_augment(cfg.augment)
     dataset = SplitDataset(train, tuple(cfg.mean), tuple(cfg.std), augment, masks)
     loader = make_loader(dataset, cfg.train.batch_size, seed, ctx)
-    model = build_classifier(cfg.model)
+    model = build_classifier(cfg.model, len(classes))
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=cfg.train.lr, total_steps=max(cfg.train.epochs * len(loader), 1), pct_start=0.15)
@@ -58,25 +67,29 @@ def train_classifier(cfg: ClassifierConfig, data: str | Path, out: str | Path, s
     def step(model, batch, epoch):
         x, m, y, _ = batch
         x, m, y = x.to(ctx.device), m.to(ctx.device), y.to(ctx.device)
+        if criterion.needs_input_grad:
+            x.requires_grad_(True)
         logits, feats = model(x, return_features=True)
-        res = criterion(model, logits, feats, m, y, epoch)
+        res = criterion(model, logits, feats, m, y, epoch, inputs=x)
         return res.total, {"loss": res.total.item(), "ce": res.ce.item(), "aoi_term": res.term.item()}
 
     state: dict[str, Any] = {}
 
     def validate(model) -> dict[str, float]:
         probs, cams = predict(model, val.images, cfg.mean, cfg.std, with_cam=True)
-        threshold = calibrate_threshold(probs, val.labels, cfg.threshold.mode, cfg.threshold.target_recall)
-        m = binary_metrics(probs, val.labels, threshold)
+        threshold = (calibrate_threshold(probs[:, 1], val.labels, cfg.threshold.mode, cfg.threshold.target_recall)
+                     if anomaly else 0.5)
+        m = classification_metrics(probs, val.labels, classes, threshold)
         state["threshold"] = threshold
-        return {"val_auroc": m["auroc"], "val_balanced_accuracy": m["balanced_accuracy"],
-                "val_f1": m["f1"], "val_aoi_attention": nanmean(aoi_attention(cams, val_masks))}
+        scores = {"val_auroc": m["auroc"], "val_balanced_accuracy": m["balanced_accuracy"]}
+        scores.update({"val_f1": m["f1"]} if anomaly else {"val_accuracy": m["accuracy"], "val_macro_f1": m["macro_f1"]})
+        return {**scores, "val_aoi_attention": nanmean(aoi_attention(cams, val_masks))}
 
     fp = fingerprint(train.samples)
 
     def meta(val_metrics: dict[str, float]) -> dict[str, Any]:
         return {"model_kind": "classifier", "input_size": cfg.input_size, "colour_order": "RGB",
-                "mean": list(cfg.mean), "std": list(cfg.std), "class_names": list(CLASS_NAMES),
+                "mean": list(cfg.mean), "std": list(cfg.std), "class_names": list(classes),
                 "threshold": float(state.get("threshold", 0.5)), "training_loss": loss_name(cfg),
                 "backbone": cfg.model.backbone, "head": cfg.model.head, "aoi_source": mask_label,
                 "package_version": __version__, "data_fingerprint": fp, "seed": seed,
@@ -84,7 +97,8 @@ def train_classifier(cfg: ClassifierConfig, data: str | Path, out: str | Path, s
                 "train_split": cfg.train_split}
 
     spec = FitSpec("classifier", model, optimizer, scheduler, loader, cfg.train.epochs, seed, step, validate,
-                   "val_auroc", out, to_dict(cfg), meta, augment, resume, force_resume, ctx, progress)
+                   "val_auroc" if anomaly else "val_accuracy", out, to_dict(cfg), meta, augment, resume,
+                   force_resume, ctx, progress)
     result = fit(spec)
     if ctx.is_main:
         best = next(h for h in result["history"] if h["epoch"] == result["best_epoch"]) if result["best_epoch"] >= 0 else {}
@@ -92,6 +106,7 @@ def train_classifier(cfg: ClassifierConfig, data: str | Path, out: str | Path, s
                    "best_epoch": result["best_epoch"], "best": best, "train_seconds": result["seconds"],
                    "step_ms_median": result["step_ms_median"],
                    "train_images": len(train), "val_images": len(val), "data_fingerprint": fp,
+                   "class_names": list(classes),
                    "config": to_dict(cfg)}
         write_json(out / "metrics.json", summary)
         return summary

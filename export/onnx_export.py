@@ -15,8 +15,9 @@ from torch import nn
 from ceod.checkpoint import load_checkpoint
 from ceod.dataset import load_split, read_manifest
 from ceod.errors import CeodError
+from ceod.classes import ANOMALY_CLASSES, decide, is_anomaly
 from ceod.imageio import normalize
-from export.runtime import OnnxModel, classify, metadata_props, softmax_def
+from export.runtime import OnnxModel, classify, metadata_props, softmax
 
 FP32_TOL = 1e-3  # max abs logit difference
 FP16_TOL = 5e-2
@@ -28,19 +29,24 @@ class ExportParityError(CeodError):
 
 
 class ClassifierGraph(nn.Module):
-    """image -> logits [N,2] (+ heatmap [N,1,h,w]: the def-class CAM, ReLU'd, fast path)."""
+    """image -> logits [N,K] (+ heatmap [N,1,h,w], ReLU'd fast-path CAM: of the def class for ok/def
+    models, of the predicted class for K-class models)."""
 
-    def __init__(self, model: nn.Module, heatmap: bool) -> None:
+    def __init__(self, model: nn.Module, heatmap: bool, anomaly: bool = True) -> None:
         super().__init__()
-        self.model, self.heatmap = model, heatmap
+        self.model, self.heatmap, self.anomaly = model, heatmap, anomaly
 
     def forward(self, image: torch.Tensor):
+        from classifier.gradcam import fast_cam
         logits, feats = self.model(image, return_features=True)
         if not self.heatmap:
             return logits
-        w = self.model.head.fc.weight[1]
-        cam = torch.relu(torch.einsum("c,nchw->nhw", w, feats))[:, None] / (feats.shape[-1] * feats.shape[-2])
-        return logits, cam
+        if self.anomaly:
+            weights = torch.zeros_like(logits)
+            weights[:, 1] = 1
+        else:  # one-hot of the argmax, written with ops every exporter knows
+            weights = (logits == logits.max(dim=1, keepdim=True).values).to(logits.dtype)
+        return logits, torch.relu(fast_cam(self.model, feats, weights))[:, None]
 
 
 def _torch_model(payload: dict[str, Any], heatmap: bool) -> tuple[nn.Module, list[str]]:
@@ -52,9 +58,11 @@ def _torch_model(payload: dict[str, Any], heatmap: bool) -> tuple[nn.Module, lis
         cfg = from_dict(ClassifierConfig, payload["config"])
         if heatmap and cfg.model.head != "gap_linear":
             raise CeodError("--heatmap needs a gap_linear head (the fast CAM path)")
-        model = build_classifier(cfg.model)
+        classes = tuple(payload["meta"].get("class_names") or ANOMALY_CLASSES)
+        model = build_classifier(cfg.model, len(classes))
         model.load_state_dict(payload["state_dict"])
-        return ClassifierGraph(model.eval(), heatmap).eval(), (["logits", "heatmap"] if heatmap else ["logits"])
+        graph = ClassifierGraph(model.eval(), heatmap, is_anomaly(classes)).eval()
+        return graph, (["logits", "heatmap"] if heatmap else ["logits"])
     from ceod.config import from_dict
     from segmenter.config import SegmenterConfig
     from segmenter.model import build_segmenter
@@ -91,7 +99,8 @@ def _parity_images(meta: dict[str, Any], data: str | Path | None, n: int) -> np.
     root = Path(data or meta.get("data_path", ""))
     if not (root / "manifest.csv").is_file():
         raise CeodError(f"parity check needs real images: pass --data DATASET (tried {root})")
-    manifest = read_manifest(root, meta.get("split_column", "split"), collect_only=True)
+    manifest = read_manifest(root, meta.get("split_column", "split"), collect_only=True,
+                             classes=meta.get("class_names") if meta.get("model_kind") == "classifier" else None)
     rows = manifest.split(meta.get("train_split", "train")) or manifest.samples
     pick = np.random.default_rng(0).permutation(len(rows))[:n]
     return load_split([rows[i] for i in sorted(pick)], int(meta["input_size"]), skip_bad=True, root=root).images
@@ -170,7 +179,7 @@ def parity(model: nn.Module, path: Path, images: np.ndarray, meta: dict[str, Any
     diff = float(np.abs(ref - got).max())
     if kind == "classifier":
         t = float(meta["threshold"])
-        agree = float(((softmax_def(ref) >= t) == classify(ort_model, {"logits": got})[1]).mean())
+        agree = float((decide(softmax(ref), meta["class_names"], t) == classify(ort_model, {"logits": got})[1]).mean())
     else:
         agree = float(((ref > 0) == (got > 0)).mean())
     tol = FP16_TOL if fp16 else FP32_TOL

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from ceod.classes import decide, is_anomaly
 from ceod.errors import CeodError
 from ceod.imageio import preprocess
 
@@ -143,10 +144,11 @@ def create_session(path: str | Path, provider: str = "auto", threads: int = 0, s
     return session, info
 
 
-def softmax_def(logits: np.ndarray) -> np.ndarray:
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Class probabilities [N,K] from logits [N,K]."""
     z = logits - logits.max(axis=1, keepdims=True)
     e = np.exp(z)
-    return e[:, 1] / e.sum(axis=1)
+    return e / e.sum(axis=1, keepdims=True)
 
 
 class OnnxModel:
@@ -182,6 +184,12 @@ class OnnxModel:
 
 def classify(model: OnnxModel, outputs: dict[str, np.ndarray], threshold: float | None = None
              ) -> tuple[np.ndarray, np.ndarray]:
-    """P(def) and verdict booleans (True = def) at the model's (or an overriding) threshold."""
-    scores = softmax_def(outputs["logits"])
-    return scores, scores >= (model.info.threshold if threshold is None else threshold)
+    """Scores and verdicts (class indices into the model's class names).
+
+    ok/def models: the score is P(def), the verdict def where it reaches the model's (or an
+    overriding) threshold. K-class models: the verdict is the argmax, the score its probability."""
+    probs = softmax(outputs["logits"])
+    classes = model.info.class_names
+    verdicts = decide(probs, classes, model.info.threshold if threshold is None else threshold)
+    scores = probs[:, 1] if is_anomaly(classes) else probs[np.arange(len(probs)), verdicts]
+    return scores, verdicts

