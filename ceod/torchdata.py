@@ -8,22 +8,31 @@ from torch.utils.data import Dataset
 
 from ceod.dataset import LoadedSplit
 from ceod.imageio import normalize
-from ceod.transforms import apply_augment
+from ceod.transforms import apply_augment, swap_background
 
 
 class SplitDataset(Dataset):
-    """Yields (image [3,S,S] float, aoi [1,S,S] float, label, index)."""
+    """Yields (image [3,S,S] float, aoi [1,S,S] float, label, index).
+
+    `background_swap` > 0: with that probability an image keeps its AOI and takes the outside of
+    a random other training image (mask-driven background augmentation, zero inference cost).
+    Draws use numpy's global generator, which the training loop reseeds every epoch."""
 
     def __init__(self, data: LoadedSplit, mean: tuple[float, ...], std: tuple[float, ...],
-                 augment=None, masks: np.ndarray | None = None) -> None:
+                 augment=None, masks: np.ndarray | None = None, background_swap: float = 0.0) -> None:
         self.data, self.mean, self.std, self.augment = data, mean, std, augment
         self.masks = data.aoi if masks is None else masks
+        self.background_swap = background_swap
 
     def __len__(self) -> int:
         return len(self.data)
 
     def __getitem__(self, i: int):
-        image, (mask,) = apply_augment(self.augment, self.data.images[i], [self.masks[i]])
+        image = self.data.images[i]
+        if self.background_swap and len(self.data) > 1 and np.random.random() < self.background_swap:
+            j = (i + np.random.randint(1, len(self.data))) % len(self.data)
+            image = swap_background(image, self.masks[i], self.data.images[j], self.masks[j])
+        image, (mask,) = apply_augment(self.augment, image, [self.masks[i]])
         x = torch.from_numpy(normalize(image[None], self.mean, self.std)[0])
         m = torch.from_numpy(np.ascontiguousarray(mask, dtype=np.float32))[None]
         return x, m, int(self.data.labels[i]), i

@@ -16,8 +16,36 @@ from ceod.config import ConfigError
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 
+# ceod's own entry: it needs the AOI masks and other training images, so the dataset applies it
+BACKGROUND_SWAP = "BackgroundSwap"
+
+
+def background_swap_probability(spec: list[dict[str, Any]] | None, key: str = "augment") -> float:
+    """p of a `{name: BackgroundSwap, p: ...}` entry (0 when absent): with that probability a
+    training image keeps its AOI and takes the outside of another training image, whose own
+    part is first filled with its mean outside colour (so no second part or defect leaks in)."""
+    entries = [item for item in spec or [] if isinstance(item, dict) and item.get("name") == BACKGROUND_SWAP]
+    if not entries:
+        return 0.0
+    p = entries[-1].get("p", 0.5)
+    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p <= 1:
+        raise ConfigError(f"config key '{key}': {BACKGROUND_SWAP} p must lie in [0, 1], got {p!r}")
+    return float(p)
+
+
+def swap_background(image: np.ndarray, aoi: np.ndarray, donor: np.ndarray, donor_aoi: np.ndarray) -> np.ndarray:
+    """image's AOI on the donor's outside; the donor's own AOI filled with its mean outside colour."""
+    donor_out = donor_aoi == 0
+    fill = donor[donor_out].mean(0) if donor_out.any() else donor.reshape(-1, donor.shape[-1]).mean(0)
+    background = np.where(donor_out[..., None], donor, fill.astype(donor.dtype))
+    return np.where(aoi[..., None] > 0, image, background).astype(image.dtype)
+
+
 def build_augment(spec: list[dict[str, Any]] | None, key: str = "augment"):
-    """`[{name: HorizontalFlip, p: 0.5}, ...]` -> A.Compose, or None for an empty list."""
+    """`[{name: HorizontalFlip, p: 0.5}, ...]` -> A.Compose, or None for an empty list.
+    `BackgroundSwap` entries are left to the dataset (see background_swap_probability)."""
+    background_swap_probability(spec, key)
+    spec = [item for item in spec or [] if not (isinstance(item, dict) and item.get("name") == BACKGROUND_SWAP)]
     if not spec:
         return None
     import albumentations as A

@@ -14,7 +14,7 @@ class ClsModelConfig:
     backbone: Literal["simple", "resnet18", "efficientnet_b0"] = "simple"
     width: int = 32
     pretrained: bool = False
-    head: Literal["gap_linear", "mlp"] = "gap_linear"
+    head: Literal["gap_linear", "flatten_linear", "mlp"] = "gap_linear"
     norm: Literal["batch", "group"] = "batch"  # simple CNN only; group is per-sample (exact under DDP)
     downsample: int = 3  # simple CNN only: stride-2 stages, so the Grad-CAM map is input / 2**downsample
 
@@ -56,9 +56,9 @@ class ClassifierConfig(DataConfig):
 
     def validate(self) -> None:
         super().validate()
-        if self.loss.gradcam == "fast" and self.model.head != "gap_linear":
-            raise ConfigError("config key 'loss.gradcam': fast needs model.head gap_linear; "
-                              "use gradcam: general or auto with head: mlp")
+        if self.loss.gradcam == "fast" and self.model.head == "mlp":
+            raise ConfigError("config key 'loss.gradcam': fast needs a linear head (model.head gap_linear or "
+                              "flatten_linear); use gradcam: general or auto with head: mlp")
         if self.model.backbone == "simple" and self.input_size % 2 ** self.model.downsample:
             raise ConfigError(f"config key 'input_size': must be a multiple of {2 ** self.model.downsample} "
                               f"for model.downsample {self.model.downsample}")

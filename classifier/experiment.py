@@ -41,6 +41,11 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "ceod-paper-all": {"loss.kind": "ceod", "loss.target": "all", "loss.distance": "overlap", "loss.weight": 1.0},
     # Ross et al. 2017: the input-gradient penalty (lambda = loss.weight)
     "rrr": {"loss.kind": "rrr", "loss.weight": 10.0},
+    # mask-driven background augmentation: the AOI pasted on another training image's outside
+    "ce-bgswap": {"loss.kind": "ce", "augment": [{"name": "BackgroundSwap", "p": 0.5}]},
+    "ceod-signed-all-bgswap": {"loss.kind": "ceod", "loss.target": "all", "loss.distance": "signed_outside",
+                               "loss.weight": 1.0, "loss.warmup_epochs": 3,
+                               "augment": [{"name": "BackgroundSwap", "p": 0.5}]},
     # the ceiling: CE trained and validated on the same digits without the decoy
     "ce-clean": {"loss.kind": "ce", "train_split": "train_clean", "val_split": "val_clean"},
 }
@@ -75,7 +80,7 @@ class DatasetSpec:
 # 2x2 whole cells), no augmentation (flips and rotations change digits), K = 10.
 DECOY_OVERRIDES: dict[str, Any] = {
     "input_size": 28, "mean": [0.13, 0.13, 0.13], "std": [0.31, 0.31, 0.31], "augment": [],
-    "model.downsample": 1, "model.width": 16, "train.epochs": 8, "train.batch_size": 64, "train.lr": 0.003}
+    "model.downsample": 1, "model.width": 16, "model.head": "flatten_linear", "train.epochs": 8, "train.batch_size": 64, "train.lr": 0.003}
 
 
 def presets(out: Path, casting: Path | None = None) -> dict[str, DatasetSpec]:

@@ -31,18 +31,20 @@ def class_weights(classes: torch.Tensor | None, sign: torch.Tensor | None, n_cla
 
 
 def fast_cam(model: nn.Module, features: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """Signed Grad-CAM of a GAP + linear head: (sum_c weights[c] W[c]) . A / (h*w)."""
-    fc = unwrap(model).head.fc
-    h, w = features.shape[-2:]
-    channel_w = weights @ fc.weight  # [N,C]
-    return torch.einsum("nc,nchw->nhw", channel_w, features) / (h * w)
+    """Signed class map of a linear head, forward-only: each position's exact share of the
+    weighted logit (bias aside). GAP + linear: (sum_c weights[c] W[c]) . A / (h*w), which is its
+    Grad-CAM. Flatten + linear: sum_k W[c,k,h,w] A_k(h,w), the logit split over positions."""
+    return fast_cams(model, features, weights[None])[0]
 
 
 def fast_cams(model: nn.Module, features: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """fast_cam for M weightings at once: weights [M,N,K] -> signed maps [M,N,h,w]."""
-    fc = unwrap(model).head.fc
-    h, w = features.shape[-2:]
-    return torch.einsum("mnc,nchw->mnhw", weights @ fc.weight, features) / (h * w)
+    head = unwrap(model).head
+    n, c, h, w = features.shape
+    if hasattr(head, "map_size"):  # flatten + linear: a weight per (channel, position)
+        spatial_w = (weights @ head.fc.weight).view(*weights.shape[:2], c, h, w)  # [M,N,C,h,w]
+        return (spatial_w * features[None]).sum(2)
+    return torch.einsum("mnc,nchw->mnhw", weights @ head.fc.weight, features) / (h * w)
 
 
 def general_gradcam(logits: torch.Tensor, features: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:

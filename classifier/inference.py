@@ -20,7 +20,9 @@ def load_classifier(run: str | Path) -> tuple[AnomalyClassifier, ClassifierConfi
     """Model (eval mode), its config and checkpoint metadata from a run folder or .pt file."""
     payload = load_checkpoint(run, "classifier")
     classes = payload["meta"].get("class_names") or ANOMALY_CLASSES
-    return load_model(run, "classifier", ClassifierConfig, lambda m: build_classifier(m, len(classes)), payload)
+    size = int(payload["config"].get("input_size", 128))
+    return load_model(run, "classifier", ClassifierConfig,
+                      lambda m: build_classifier(m, len(classes), size), payload)
 
 
 def predict(model: AnomalyClassifier, images: np.ndarray, mean, std, batch_size: int = 64,

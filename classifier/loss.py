@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from classifier.config import LossConfig
-from classifier.gradcam import class_weights, fast_cam, fast_cams, normalise, signed_cam, upsample
+from classifier.gradcam import class_weights, fast_cams, normalise, signed_cam, upsample
 
 
 def distance(signed: torch.Tensor, mask: torch.Tensor, kind: str, eps: float) -> torch.Tensor:
@@ -84,8 +84,7 @@ class CEODLoss(nn.Module):
         targets = self.targets(logits, labels)
         if self._fast(model):  # every map in one einsum: `all` costs about what one map costs
             weights = torch.stack(targets)  # [M,N,K]
-            cams = torch.stack([fast_cam(model, features, w) for w in weights]) if len(targets) == 1 else \
-                fast_cams(model, features, weights)
+            cams = fast_cams(model, features, weights)
         else:
             cams = torch.stack([signed_cam(model, logits, features, w, self.cfg.gradcam) for w in targets])
         m, n = cams.shape[:2]

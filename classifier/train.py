@@ -16,7 +16,7 @@ from ceod.distributed import DistContext
 from ceod.metrics import calibrate_threshold, classification_metrics, nanmean
 from ceod.torchdata import SplitDataset
 from ceod.training import FitSpec, ensure_writable, fit, make_loader, seed_everything, write_json
-from ceod.transforms import build_augment
+from ceod.transforms import background_swap_probability, build_augment
 from classifier.config import ClassifierConfig
 from classifier.inference import aoi_attention, predict
 from classifier.loss import CEODLoss
@@ -56,9 +56,10 @@ def train_classifier(cfg: ClassifierConfig, data: str | Path, out: str | Path, s
     masks = mask_source(train.samples, cfg.input_size) if mask_source else train.aoi
     val_masks = mask_source(val.samples, cfg.input_size) if mask_source else val.aoi
     augment = build_augment(cfg.augment)
-    dataset = SplitDataset(train, tuple(cfg.mean), tuple(cfg.std), augment, masks)
+    dataset = SplitDataset(train, tuple(cfg.mean), tuple(cfg.std), augment, masks,
+                           background_swap_probability(cfg.augment))
     loader = make_loader(dataset, cfg.train.batch_size, seed, ctx)
-    model = build_classifier(cfg.model, len(classes))
+    model = build_classifier(cfg.model, len(classes), cfg.input_size)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=cfg.train.lr, total_steps=max(cfg.train.epochs * len(loader), 1), pct_start=0.15)

@@ -56,10 +56,10 @@ def _torch_model(payload: dict[str, Any], heatmap: bool) -> tuple[nn.Module, lis
         from classifier.config import ClassifierConfig
         from classifier.model import build_classifier
         cfg = from_dict(ClassifierConfig, payload["config"])
-        if heatmap and cfg.model.head != "gap_linear":
-            raise CeodError("--heatmap needs a gap_linear head (the fast CAM path)")
+        if heatmap and cfg.model.head == "mlp":
+            raise CeodError("--heatmap needs a linear head (gap_linear or flatten_linear: the fast CAM path)")
         classes = tuple(payload["meta"].get("class_names") or ANOMALY_CLASSES)
-        model = build_classifier(cfg.model, len(classes))
+        model = build_classifier(cfg.model, len(classes), cfg.input_size)
         model.load_state_dict(payload["state_dict"])
         graph = ClassifierGraph(model.eval(), heatmap, is_anomaly(classes)).eval()
         return graph, (["logits", "heatmap"] if heatmap else ["logits"])

@@ -105,10 +105,16 @@ def end_to_end(classifier: str, images: str, provider: str, batch: int, model_on
             "ratio": summary["throughput_per_s"] / model_only, "providers": summary["providers"]}
 
 
-def training_cost(input_size: int = 128, batch: int = 32, iters: int = 8, warmup: int = 2,
-                  backbone: str = "simple") -> dict[str, Any]:
-    """CE vs CEOD (fast and general Grad-CAM paths) training-step time, interleaved, and the memory
-    autograd keeps for backward (sum of saved tensors; on CUDA also the allocator's peak)."""
+TRAINING_PRESETS = {"default": ({}, 2), "decoy-mnist": ("DECOY", 10)}
+
+
+def training_cost(input_size: int | None = None, batch: int | None = None, iters: int = 8, warmup: int = 2,
+                  backbone: str = "simple", preset: str = "default") -> dict[str, Any]:
+    """CE vs CEOD (fast and general Grad-CAM paths, one map or every class's) vs RRR training-step
+    time, interleaved, and the memory autograd keeps for backward (sum of saved tensors).
+
+    `preset` picks the model and data shape: `default` (configs/classifier.yaml, ok/def) or
+    `decoy-mnist` (the DecoyMNIST experiment's 28 px, stride-2 CNN, 10 classes)."""
     import torch
 
     from ceod.config import load_config
@@ -116,36 +122,53 @@ def training_cost(input_size: int = 128, batch: int = 32, iters: int = 8, warmup
     from classifier.loss import CEODLoss
     from classifier.model import build_classifier
 
-    base = load_config(ClassifierConfig, None, "classifier.yaml", {"model.backbone": backbone})
+    if preset not in TRAINING_PRESETS:
+        raise ValueError(f"unknown training preset {preset!r}; choose from {list(TRAINING_PRESETS)}")
+    overrides, classes = TRAINING_PRESETS[preset]
+    if overrides == "DECOY":
+        from classifier.experiment import DECOY_OVERRIDES
+        overrides = {k: v for k, v in DECOY_OVERRIDES.items()
+                     if k.startswith("model.") or k in ("input_size", "train.batch_size")}
+    base = load_config(ClassifierConfig, None, "classifier.yaml", {"model.backbone": backbone, **overrides})
+    input_size = input_size or base.input_size
+    batch = batch or base.train.batch_size
     variants = {"ce": {"kind": "ce"}, "ceod_fast": {"kind": "ceod", "gradcam": "fast"},
-                "ceod_general": {"kind": "ceod", "gradcam": "general"}}
+                "ceod_fast_all_classes": {"kind": "ceod", "gradcam": "fast", "target": "all",
+                                          "distance": "signed_outside"},
+                "ceod_general": {"kind": "ceod", "gradcam": "general"},
+                "rrr": {"kind": "rrr", "weight": 10.0}}
     g = torch.Generator().manual_seed(0)
     x = torch.randn(batch, 3, input_size, input_size, generator=g)
-    y = torch.randint(0, 2, (batch,), generator=g)
+    y = torch.randint(0, classes, (batch,), generator=g)
     m = torch.zeros(batch, 1, input_size, input_size)
     m[:, :, input_size // 4: 3 * input_size // 4, input_size // 4: 3 * input_size // 4] = 1
     setups = {}
     for name, over in variants.items():
         torch.manual_seed(0)
-        model = build_classifier(base.model).train()
+        model = build_classifier(base.model, classes, input_size).train()
         from dataclasses import replace
         loss = CEODLoss(replace(base.loss, **over))
         opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
         setups[name] = (model, loss, opt)
 
+    def forward_loss(model, loss):
+        xs = x.clone().requires_grad_(loss.needs_input_grad)
+        logits, feats = model(xs, return_features=True)
+        return loss(model, logits, feats, m, y, inputs=xs)
+
     def make_step(name):
         model, loss, opt = setups[name]
 
         def step():
-            logits, feats = model(x, return_features=True)
-            out = loss(model, logits, feats, m, y)
+            out = forward_loss(model, loss)
             opt.zero_grad(set_to_none=True)
             out.total.backward()
             opt.step()
         return step
 
     times = _interleaved({n: make_step(n) for n in variants}, iters, warmup)
-    result: dict[str, Any] = {"batch": batch, "input_size": input_size, "backbone": backbone, "rows": []}
+    result: dict[str, Any] = {"batch": batch, "input_size": input_size, "backbone": backbone, "preset": preset,
+                              "classes": classes, "threads": torch.get_num_threads(), "rows": []}
     for name in variants:
         model, loss, _ = setups[name]
         saved = [0]
@@ -155,8 +178,7 @@ def training_cost(input_size: int = 128, batch: int = 32, iters: int = 8, warmup
             return t
 
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            logits, feats = model(x, return_features=True)
-            out = loss(model, logits, feats, m, y)
+            out = forward_loss(model, loss)
         out.total.backward()
         result["rows"].append({"variant": name, **percentiles_ms(times[name]),
                                "saved_for_backward_mb": saved[0] / 2**20})
@@ -170,8 +192,30 @@ def training_cost(input_size: int = 128, batch: int = 32, iters: int = 8, warmup
 def write_report(result: dict[str, Any], out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "bench.json").write_text(json.dumps(result, indent=2, default=float))
-    lat = result["latency"]
-    lines = ["# ceod bench", "", f"Providers in use: `{lat['providers']}`. Input {lat['input_size']} px. "
+    lines = ["# ceod bench", ""]
+    if result.get("latency"):
+        lines += latency_lines(result["latency"])
+    if result.get("end_to_end"):
+        e = result["end_to_end"]
+        lines += ["", f"End-to-end inspection (decode + preprocess + infer + log, batch {e['batch']}, "
+                  f"{e['records']} images): {e['end_to_end_per_s']:.1f} images/s vs model-only "
+                  f"{e['model_only_per_s']:.1f} images/s: **{e['ratio']:.0%}**."]
+    if result.get("training"):
+        t = result["training"]
+        lines += ["", f"Training step ({t.get('preset', 'default')} preset: {t['backbone']}, {t.get('classes', 2)} classes, "
+                  f"batch {t['batch']}, {t['input_size']} px, CPU, {t.get('threads', '?')} threads), interleaved:", "",
+                  "| variant | p50 ms | p95 ms | ratio to CE | saved for backward MB | memory ratio |",
+                  "|---|---|---|---|---|---|"]
+        for r in t["rows"]:
+            lines.append(f"| {r['variant']} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} | {r['step_ratio_to_ce']:.3f} | "
+                         f"{r['saved_for_backward_mb']:.1f} | {r['memory_ratio_to_ce']:.3f} |")
+    (out / "bench.md").write_text("\n".join(lines) + "\n")
+    if result.get("latency"):
+        plot(result, out / "bench.png")
+
+
+def latency_lines(lat: dict[str, Any]) -> list[str]:
+    lines = [f"Providers in use: `{lat['providers']}`. Input {lat['input_size']} px. "
              "Models measured interleaved in one run after warm-up.", "",
              "| model | batch | p50 ms | p95 ms | p99 ms | images/s |", "|---|---|---|---|---|---|"]
     for r in lat["rows"]:
@@ -183,21 +227,7 @@ def write_report(result: dict[str, Any], out: Path) -> None:
         lines.append(f"| {r['batch']} | {r['ceod_over_plain_p50']:.3f} | {r['same_model_noise_p50']:.3f} | "
                      f"{r.get('two_stage_over_ceod_p50', float('nan')):.2f} | "
                      f"{r.get('torch_eager_over_onnxruntime_p50', float('nan')):.2f} |")
-    if result.get("end_to_end"):
-        e = result["end_to_end"]
-        lines += ["", f"End-to-end inspection (decode + preprocess + infer + log, batch {e['batch']}, "
-                  f"{e['records']} images): {e['end_to_end_per_s']:.1f} images/s vs model-only "
-                  f"{e['model_only_per_s']:.1f} images/s: **{e['ratio']:.0%}**."]
-    if result.get("training"):
-        t = result["training"]
-        lines += ["", f"Training step ({t['backbone']}, batch {t['batch']}, {t['input_size']} px, CPU):", "",
-                  "| variant | p50 ms | p95 ms | ratio to CE | saved for backward MB | memory ratio |",
-                  "|---|---|---|---|---|---|"]
-        for r in t["rows"]:
-            lines.append(f"| {r['variant']} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} | {r['step_ratio_to_ce']:.3f} | "
-                         f"{r['saved_for_backward_mb']:.1f} | {r['memory_ratio_to_ce']:.3f} |")
-    (out / "bench.md").write_text("\n".join(lines) + "\n")
-    plot(result, out / "bench.png")
+    return lines
 
 
 def plot(result: dict[str, Any], path: Path) -> None:
@@ -225,18 +255,24 @@ def plot(result: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def run_bench(classifier: str, plain: str, segmenter: str | None, batches: list[int], provider: str,
-              out: Path, iters: int = 50, warmup: int = 5, torch_run: str | None = None,
-              images: str | None = None, train_cost: bool = True) -> dict[str, Any]:
-    result: dict[str, Any] = {"latency": latency(classifier, plain, segmenter, batches, provider, iters, warmup,
-                                                 torch_run)}
+def run_bench(classifier: str | None, plain: str | None, segmenter: str | None, batches: list[int],
+              provider: str, out: Path, iters: int = 50, warmup: int = 5, torch_run: str | None = None,
+              images: str | None = None, train_cost: bool = True, train_preset: str = "default",
+              train_iters: int = 8) -> dict[str, Any]:
+    """Latency of the exported models (when given) and the training-step cost of each loss."""
+    result: dict[str, Any] = {}
+    if classifier is None:  # training cost only
+        result["training"] = training_cost(iters=train_iters, preset=train_preset)
+        write_report(result, out)
+        return result
+    result["latency"] = latency(classifier, plain, segmenter, batches, provider, iters, warmup, torch_run)
     if images:
         b8 = next((r for r in result["latency"]["rows"] if r["model"] == "ceod" and r["batch"] == 8), None)
         if b8 is None:
             b8 = {"p50_ms": latency(classifier, plain, None, [8], provider, iters, warmup)["rows"][0]["p50_ms"]}
         result["end_to_end"] = end_to_end(classifier, images, provider, 8, b8["p50_ms"])
     if train_cost:
-        size = result["latency"]["input_size"]
-        result["training"] = training_cost(input_size=size)
+        size = result["latency"]["input_size"] if train_preset == "default" else None
+        result["training"] = training_cost(input_size=size, iters=train_iters, preset=train_preset)
     write_report(result, out)
     return result

