@@ -8,6 +8,7 @@ import math
 import os
 import random
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -97,29 +98,44 @@ def _restore(spec: FitSpec, model: nn.Module) -> tuple[int, list[dict], float]:
     state = payload.get("train_state")
     if state is None:
         raise CheckpointError(f"{path} has no training state to resume from")
-    if not spec.force_resume:
-        old_cfg, new_cfg = payload["config"], spec.config
-        ignore = {"epochs"}
-        diff = sorted(k for k in set(old_cfg) | set(new_cfg)
-                      if k not in ignore and old_cfg.get(k) != new_cfg.get(k))
-        if diff:
-            raise CheckpointError(f"cannot resume {path}: config differs in {diff}; pass --force to resume anyway")
-        old_fp, new_fp = payload["meta"].get("data_fingerprint"), spec.meta({}).get("data_fingerprint")
-        if old_fp != new_fp:
-            raise CheckpointError(f"cannot resume {path}: dataset fingerprint {old_fp} != {new_fp}; "
-                                  "pass --force to resume anyway")
+    changed = config_changes(payload["config"], spec.config)
+    if changed and not spec.force_resume:
+        raise CheckpointError(f"cannot resume {path}: config differs in {changed}; pass --force to resume anyway")
+    if changed:
+        warnings.warn(f"resuming {path} with a changed config ({changed}) because of --force")
+    old_fp, new_fp = payload["meta"].get("data_fingerprint"), spec.meta({}).get("data_fingerprint")
+    if old_fp != new_fp:
+        if not spec.force_resume:
+            raise CheckpointError(f"cannot resume {path}: dataset fingerprint {old_fp} != {new_fp} "
+                                  "(other files, labels or splits); pass --force to resume anyway")
+        warnings.warn(f"resuming {path} on different data because of --force: "
+                      f"checkpoint fingerprint {old_fp}, this data {new_fp}")
     model.load_state_dict(payload["state_dict"])
     spec.optimizer.load_state_dict(state["optimizer"])
     start = int(state["epoch"]) + 1
     if payload["config"].get("train", {}).get("epochs") == spec.config.get("train", {}).get("epochs"):
         spec.scheduler.load_state_dict(state["scheduler"])
     else:  # a longer or shorter run: the new schedule, advanced to where training stopped
-        import warnings
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             for _ in range(start * len(spec.loader)):
                 spec.scheduler.step()
     return start, list(state["history"]), float(state["best"])
+
+
+def config_changes(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ, except `train.epochs` (a longer run resumes as it is)."""
+    changed = []
+    for key in sorted(set(old) | set(new)):
+        dotted = f"{prefix}{key}"
+        if dotted == "train.epochs":
+            continue
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            changed += config_changes(a, b, f"{dotted}.")
+        elif a != b:
+            changed.append(dotted)
+    return changed
 
 
 def fit(spec: FitSpec) -> dict[str, Any]:

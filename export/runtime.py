@@ -80,28 +80,49 @@ def _loadable(provider: str) -> bool:
     return True
 
 
-def resolve_providers(provider: str) -> list[Any]:
-    """Provider list for a session: `auto` tries TensorRT, CUDA, CPU; a named one is required."""
+def _quiet_preload(ort) -> None:
+    """onnxruntime.preload_dlls (CUDA/cuDNN from the torch or nvidia-* wheels) prints a line per
+    library it cannot find, on stdout; on a line PC stdout carries records, so send it to stderr
+    at the file-descriptor level (the messages come from C code too)."""
+    import os
+    import sys
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        os.dup2(2, 1)
+        ort.preload_dlls()
+    except Exception as exc:  # noqa: BLE001 - only a hint
+        log.info("preload_dlls: %s", exc)
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+def resolve_providers(provider: str, notes: list[str] | None = None) -> list[Any]:
+    """Provider list for a session: `auto` tries TensorRT, CUDA, CPU; a named one is required.
+    Why a provider of `auto` was skipped goes into `notes` (one short reason each)."""
     import onnxruntime as ort
 
+    notes = notes if notes is not None else []
     available = ort.get_available_providers()
     names = AUTO_ORDER if provider == "auto" else (provider,)
     if provider != "auto" and provider not in PROVIDERS:
         raise RuntimeModelError(f"--provider {provider}: choose auto, {', '.join(PROVIDERS)}")
-    if any(n in ("cuda", "tensorrt") for n in names) and hasattr(ort, "preload_dlls"):
-        try:  # CUDA/cuDNN from the torch or nvidia-* wheels, where installed
-            ort.preload_dlls()
-        except Exception as exc:  # noqa: BLE001 - only a hint
-            log.info("preload_dlls: %s", exc)
+    loadable = {n: _loadable(n) for n in names}
+    if any(n in ("cuda", "tensorrt") and (loadable[n] or provider != "auto") for n in names) \
+            and hasattr(ort, "preload_dlls"):
+        _quiet_preload(ort)
     chosen: list[Any] = []
     for n in names:
         full = PROVIDERS[n]
-        if provider == "auto" and not _loadable(n):
-            log.info("skipping %s: its libraries are not loadable here", full)
+        if provider == "auto" and not loadable[n]:
+            notes.append(f"{n}: no {' / '.join(_NEEDS[n])} on this machine")
             continue
         if full not in available:
             if provider != "auto":
                 raise RuntimeModelError(f"provider {full} is not in this onnxruntime build ({available})")
+            notes.append(f"{n}: not in this onnxruntime build")
             continue
         if n == "cuda":
             chosen.append((full, {"cudnn_conv_algo_search": "HEURISTIC"}))
@@ -112,7 +133,8 @@ def resolve_providers(provider: str) -> list[Any]:
     return chosen
 
 
-def create_session(path: str | Path, provider: str = "auto", threads: int = 0, spin: bool = True):
+def create_session(path: str | Path, provider: str = "auto", threads: int = 0, spin: bool = True,
+                   notes: list[str] | None = None):
     """An InferenceSession and its ModelInfo; fails when a named provider does not load.
 
     `spin=False` stops idle intra-op threads from spin-waiting: needed when several sessions
@@ -129,7 +151,7 @@ def create_session(path: str | Path, provider: str = "auto", threads: int = 0, s
     if not spin:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
-        session = ort.InferenceSession(str(path), options, providers=resolve_providers(provider))
+        session = ort.InferenceSession(str(path), options, providers=resolve_providers(provider, notes))
     except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types
         if isinstance(exc, RuntimeModelError):
             raise
@@ -156,7 +178,8 @@ class OnnxModel:
 
     def __init__(self, path: str | Path, provider: str = "auto", threads: int = 0, spin: bool = True) -> None:
         self.path = Path(path)
-        self.session, self.info = create_session(path, provider, threads, spin)
+        self.provider_notes: list[str] = []  # why `auto` skipped a provider
+        self.session, self.info = create_session(path, provider, threads, spin, self.provider_notes)
         inp = self.session.get_inputs()[0]
         self.input_name = inp.name
         self.input_type = np.float16 if "float16" in inp.type else np.float32

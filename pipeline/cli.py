@@ -195,16 +195,15 @@ def _export(a: argparse.Namespace) -> int:
 
 @command("inspect")
 def _inspect(a: argparse.Namespace) -> int:
+    """stdout carries only records (JSON lines, unless --log names a file); the rest goes to stderr."""
     from pipeline.inspect import Inspector, format_summary
-    try:
-        inspector = Inspector(a.model, a.provider, a.threshold, a.segmenter)
-    except Exception as exc:  # noqa: BLE001 - the one failure that ends an inspection run
-        print(f"ceod inspect: error: {exc}", file=sys.stderr)
-        return 2
-    print(f"inspecting with {a.model} on {inspector.model.providers} "
-          f"(threshold {inspector.threshold:.4f}, batch {a.batch})", file=sys.stderr)
-    summary = inspector.run(a.source, a.log, a.overlays, a.batch, live=not a.quiet)
-    print(format_summary(summary.as_dict()))
+    inspector = Inspector(a.model, a.provider, a.threshold, a.segmenter)
+    used = inspector.model.providers
+    why = f" ({'; '.join(inspector.model.provider_notes)})" if inspector.model.provider_notes else ""
+    print(f"ceod inspect: {a.model} on {used[0]}{why}; threshold {inspector.threshold:.4f}, batch {a.batch}",
+          file=sys.stderr)
+    summary = inspector.run(a.source, a.log or "-", a.overlays, a.batch, live=not a.quiet and a.log not in (None, "-"))
+    print(format_summary(summary.as_dict()), file=sys.stderr)
     if a.summary_json:
         Path(a.summary_json).write_text(json.dumps(summary.as_dict(), indent=2))
     return 0
@@ -336,7 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
     ins = sub.add_parser("inspect", help="line inspection with the ONNX classifier (no torch)")
     ins.add_argument("--model", required=True, help="classifier.onnx made by ceod export")
     ins.add_argument("--source", required=True, help="folder, glob, video file, camera:N, or - (paths on stdin)")
-    ins.add_argument("--log", help="FILE.jsonl or FILE.csv: one record per input")
+    ins.add_argument("--log", help="FILE.jsonl or FILE.csv: one record per input; '-' or none: JSON lines on stdout")
     ins.add_argument("--overlays", help="folder for verdict overlays (with the heatmap where exported)")
     ins.add_argument("--batch", type=int, default=1)
     ins.add_argument("--threshold", type=float, help="override the threshold stored in the model")
@@ -389,6 +388,10 @@ def _data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--skip-bad", action="store_true", help="skip bad rows with a warning and a count")
 
 
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -398,8 +401,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return COMMANDS[name](args)
     except (CeodError, FileExistsError, FileNotFoundError, PermissionError) as exc:
-        print(f"ceod {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        print(f"ceod {args.command}: error: {_one_line(exc)}", file=sys.stderr)
+        return getattr(exc, "exit_code", 2)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

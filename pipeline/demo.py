@@ -17,7 +17,26 @@ from typing import Any
 
 import numpy as np
 
+from ceod.errors import CeodError
+
 TEST_SPLITS = ("test", "test_shift", "test_anti")
+MARKER = ".ceod-demo"  # written into every folder the demo creates; only such a folder is ever cleared
+
+
+def prepare_output(out: Path) -> Path:
+    """An empty folder for the demo. A folder the demo made before (it holds MARKER) is cleared; a
+    missing or empty one is used; anything else is refused: the demo never deletes what it did not
+    create."""
+    if out.exists() and not out.is_dir():
+        raise CeodError(f"--out {out} is a file; choose a folder")
+    if out.is_dir() and any(out.iterdir()):
+        if not (out / MARKER).is_file():
+            raise CeodError(f"--out {out} is not empty and was not made by `ceod demo`; "
+                            "choose a new or empty folder (nothing was deleted)")
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MARKER).write_text("made by ceod demo; `ceod demo --out` may clear this folder\n")
+    return out
 
 
 @dataclass
@@ -82,11 +101,8 @@ def run_demo(out: str | Path, quick: bool = False, seed: int = 0, variant: str |
     plan = QUICK if quick else FULL
     variant = variant or plan.variant
     if variant not in VARIANTS or variant == "ce":
-        raise ValueError(f"--variant {variant}: choose a CEOD variant from {[v for v in VARIANTS if v != 'ce']}")
-    out = Path(out)
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
+        raise CeodError(f"--variant {variant}: choose a CEOD variant from {[v for v in VARIANTS if v != 'ce']}")
+    out = prepare_output(Path(out))
     stage = Stages()
     facts: dict[str, Any] = {"quick": quick, "seed": seed, "variant": variant, "plan": plan.__dict__}
     data, pred = out / "data", out / "data_pred"

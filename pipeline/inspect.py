@@ -72,8 +72,7 @@ def iter_source(src: str, stdin=None) -> Iterator[tuple[str, Any]]:
         return
     p = Path(src)
     if p.is_dir():
-        for f in sorted(x for x in p.iterdir() if x.is_file() and not x.name.startswith(".")):
-            yield str(f), _read_bytes(f)
+        yield from _folder(p)
         return
     if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES:
         yield from _frames(str(p), p.name)
@@ -83,10 +82,18 @@ def iter_source(src: str, stdin=None) -> Iterator[tuple[str, Any]]:
         return
     if any(c in src for c in "*?["):
         for f in sorted(glob.glob(src, recursive=True)):
-            if Path(f).is_file():
+            if Path(f).is_dir():  # a folder the pattern matched is walked, never skipped silently
+                yield from _folder(Path(f))
+            elif Path(f).is_file():
                 yield f, _read_bytes(f)
         return
     raise FileNotFoundError(f"--source {src}: not a folder, file, video, glob, camera:N or '-'")
+
+
+def _folder(folder: Path) -> Iterator[tuple[str, Any]]:
+    """Every file under a folder, sorted, hidden files left out."""
+    for f in sorted(x for x in folder.rglob("*") if x.is_file() and not x.name.startswith(".")):
+        yield str(f), _read_bytes(f)
 
 
 def _read_bytes(path) -> Any:
@@ -123,15 +130,25 @@ def _decode(payload: Any) -> np.ndarray:
 
 # ---------------------------------------------------------------- log
 
+class EmptySourceError(CeodError):
+    """The source yielded no input: a typo in a line's configuration must not look like an idle line."""
+
+    exit_code = 1
+
+
 class RecordLog:
-    """JSON lines or CSV, flushed after every batch so a crash or Ctrl-C loses nothing written."""
+    """JSON lines or CSV, flushed after every batch so a crash or Ctrl-C loses nothing written.
+    `-` writes JSON lines to stdout (the records are all stdout carries); None writes nothing."""
 
     FIELDS = ["time", "source", "verdict", "score", "latency_ms", "status", "reason"]
 
     def __init__(self, path: str | Path | None) -> None:
-        self.path = Path(path) if path else None
+        self.path = Path(path) if path and str(path) != "-" else None
         self.fh = None
-        if self.path:
+        self.csv = None
+        if str(path) == "-":
+            self.fh = sys.stdout
+        elif self.path:
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 self.fh = self.path.open("w", newline="")
@@ -154,7 +171,7 @@ class RecordLog:
             self.fh.flush()
 
     def close(self) -> None:
-        if self.fh:
+        if self.fh and self.fh is not sys.stdout:
             self.fh.close()
 
 
@@ -171,7 +188,7 @@ class Inspector:
                  segmenter: str | Path | None = None, threads: int = 0) -> None:
         self.model = OnnxModel(model, provider, threads)
         if self.model.info.kind != "classifier":
-            raise ValueError(f"{model} is a {self.model.info.kind} model; --model takes a classifier")
+            raise CeodError(f"{model} is a {self.model.info.kind} model; --model takes a classifier")
         self.threshold = self.model.info.threshold if threshold is None else threshold
         self.segmenter = OnnxModel(segmenter, provider, threads) if segmenter else None
 
@@ -283,6 +300,9 @@ class Inspector:
                 print("", file=sys.stderr)
         if producer_error and not isinstance(producer_error[0], KeyboardInterrupt):
             raise producer_error[0]
+        if summary.records == 0 and not summary.interrupted:
+            raise EmptySourceError(f"--source {source}: no input (no file, frame or path matched); check the "
+                                   "folder, pattern or camera")
         return summary
 
     def _process(self, items: list[Item], log: RecordLog, summary: Summary, overlay_dir: Path | None) -> None:

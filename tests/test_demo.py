@@ -36,3 +36,29 @@ def test_report_figures_match_the_run(demo):
     assert [r["batch"] for r in ratios] == [1, 8] and all(r["ceod_over_plain_p50"] > 0 and r["same_model_noise_p50"] > 0 for r in ratios)
     assert f"{facts['inspect']['records']} records" in text
     assert (out / "bench" / "bench.json").is_file() and (out / "bench" / "bench.png").is_file()
+
+
+def test_demo_never_deletes_a_folder_it_did_not_create(tmp_path):
+    from ceod.errors import CeodError
+    from pipeline.demo import MARKER, prepare_output
+    user = tmp_path / "mine"
+    user.mkdir()
+    (user / "thesis.txt").write_text("years of work")
+    with pytest.raises(CeodError, match="not made by `ceod demo`.*nothing was deleted"):
+        prepare_output(user)
+    assert (user / "thesis.txt").read_text() == "years of work"
+    # through the CLI, as a user would type it: exit 2, one line, the file survives
+    import subprocess
+    import sys
+    r = subprocess.run([sys.executable, "-m", "pipeline.cli", "demo", "--quick", "--out", str(user)],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+    assert (user / "thesis.txt").is_file()
+    # a folder the demo made is cleared and reused; an empty one is used as it is
+    made = prepare_output(tmp_path / "made")
+    (made / "old.txt").write_text("stale")
+    again = prepare_output(made)
+    assert not (again / "old.txt").exists() and (again / MARKER).is_file()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert prepare_output(empty) == empty

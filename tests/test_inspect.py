@@ -80,6 +80,43 @@ def test_two_stage_with_segmenter(exported, mixed_folder, tmp_path):
     summary = Inspector(exported["classifier"], "cpu", segmenter=exported["segmenter"]).run(
         str(mixed_folder), tmp_path / "l.jsonl", None, 3, live=False)
     assert summary.records == len(STATUS) and summary.errors == 6
+    # the classifier sees the image with the outside of the *predicted* AOI blanked (mean colour = 0)
+    from export.runtime import OnnxModel, softmax
+    images = [cv2.cvtColor(cv2.imread(str(mixed_folder / n)), cv2.COLOR_BGR2RGB) for n in ("good1.png", "good2.jpg")]
+    two_stage, _, _ = Inspector(exported["classifier"], "cpu", segmenter=exported["segmenter"]).infer(images)
+    one_stage, _, _ = Inspector(exported["classifier"], "cpu").infer(images)
+    cls, seg = OnnxModel(exported["classifier"], "cpu"), OnnxModel(exported["segmenter"], "cpu")
+    aoi = seg.run(images)["aoi_logits"][:, 0] > 0
+    assert 0 < aoi.mean() < 1
+    expected = softmax(cls.run_tensor(cls.prepare(images) * aoi[:, None])["logits"])[:, 1]
+    assert np.allclose(two_stage, expected, atol=1e-5) and not np.allclose(two_stage, one_stage, atol=1e-5)
+
+
+def test_cli_stdout_is_records_only_and_stderr_says_the_provider(exported, mixed_folder):
+    r = subprocess.run([sys.executable, "-m", "pipeline.cli", "inspect", "--model", str(exported["classifier"]),
+                        "--source", str(mixed_folder), "--batch", "2"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    records = [json.loads(line) for line in r.stdout.splitlines()]  # every stdout line is a record
+    assert len(records) == len(STATUS) and {"source", "verdict", "status"} <= set(records[0])
+    provider_lines = [line for line in r.stderr.splitlines() if line.startswith("ceod inspect:")]
+    assert len(provider_lines) == 1 and "ExecutionProvider" in provider_lines[0]
+    assert "Failed to load" not in r.stdout + r.stderr
+
+
+def test_a_source_with_no_input_is_an_error(exported, tmp_path):
+    r = subprocess.run([sys.executable, "-m", "pipeline.cli", "inspect", "--model", str(exported["classifier"]),
+                        "--source", str(tmp_path / "nothing" / "*.png")], capture_output=True, text=True)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert [line for line in r.stderr.splitlines() if "error" in line] == [
+        f"ceod inspect: error: --source {tmp_path / 'nothing' / '*.png'}: no input (no file, frame or path "
+        "matched); check the folder, pattern or camera"]
+
+
+def test_folders_matched_by_a_glob_are_walked(exported, tiny_dataset, tmp_path):
+    pattern = str(tiny_dataset / "images" / "test" / "*")  # matches the ok/ and def/ folders only
+    files = [p for p in (tiny_dataset / "images" / "test").rglob("*") if p.is_file()]
+    summary = Inspector(exported["classifier"], "cpu").run(pattern, tmp_path / "g.jsonl", None, 8, live=False)
+    assert summary.records == len(files) > 0
 
 
 def test_inspect_cli_imports_no_torch_and_needs_only_base_deps(exported, mixed_folder, tmp_path):
@@ -101,7 +138,7 @@ def test_inspect_cli_imports_no_torch_and_needs_only_base_deps(exported, mixed_f
     """)
     r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
-    assert f"{len(STATUS)} records" in r.stdout and "CPUExecutionProvider" in r.stdout
+    assert f"{len(STATUS)} records" in r.stderr and "CPUExecutionProvider" in r.stderr and not r.stdout
     assert len((tmp_path / "cli.jsonl").read_text().splitlines()) == len(STATUS)
 
 

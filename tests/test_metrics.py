@@ -30,3 +30,25 @@ def test_iou_dice_and_nanmean():
     iou, dice = iou_dice(a, b)
     assert iou.tolist() == [0.5, 1.0] and dice[0] == pytest.approx(2 / 3)
     assert np.isnan(nanmean(np.array([np.nan]))) and nanmean(np.array([1.0, np.nan, 3.0])) == 2.0
+
+
+def _calibrate_by_brute_force(scores, labels, mode, target_recall=0.95):
+    """The O(N^2) reference the sorted sweep replaced: every candidate through binary_metrics."""
+    candidates = np.unique(np.concatenate([scores, [0.5]]))
+    if mode == "recall":
+        ok = [t for t in candidates if labels.sum() and (scores[labels.astype(bool)] >= t).mean() >= target_recall]
+        return float(max(ok)) if ok else 0.5
+    key = "balanced_accuracy" if mode == "balanced" else "f1"
+    values = [binary_metrics(scores, labels, t)[key] for t in candidates]
+    return float(candidates[int(np.argmax(values))])
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("mode", ["f1", "balanced", "recall"])
+def test_sorted_sweep_matches_brute_force(seed, mode):
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(5, 400))
+    labels = rng.integers(0, 2, n)
+    scores = np.round(rng.random(n) * 0.6 + 0.3 * labels, int(rng.integers(1, 4)))  # ties included
+    assert calibrate_threshold(scores, labels, mode, 0.9) == _calibrate_by_brute_force(scores, labels, mode, 0.9)
+

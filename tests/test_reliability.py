@@ -68,11 +68,34 @@ def test_resume_refuses_a_changed_config_unless_forced(tiny_dataset, tmp_path, c
     cfg = load_config(ClassifierConfig, cfg_file, "classifier.yaml", {"train.epochs": 1})
     train_classifier(cfg, tiny_dataset, tmp_path / "r", seed=0, progress=False)
     changed = load_config(ClassifierConfig, cfg_file, "classifier.yaml", {"train.epochs": 2, "train.lr": 0.01})
-    with pytest.raises(CheckpointError, match=r"config differs in \['train'\].*--force"):
+    with pytest.raises(CheckpointError, match=r"config differs in \['train.lr'\].*--force"):
         train_classifier(changed, tiny_dataset, tmp_path / "r", seed=0, resume=tmp_path / "r", progress=False)
-    out = train_classifier(changed, tiny_dataset, tmp_path / "r", seed=0, resume=tmp_path / "r",
-                           force_resume=True, progress=False)
-    assert len(out["config"]) and len(_history(tmp_path / "r")) == 2
+    with pytest.warns(UserWarning, match=r"changed config \(\['train.lr'\]\)"):
+        out = train_classifier(changed, tiny_dataset, tmp_path / "r", seed=0, resume=tmp_path / "r",
+                               force_resume=True, progress=False)
+    assert out["config"]["train"]["lr"] == 0.01
+    assert [h["epoch"] for h in _history(tmp_path / "r")] == [0, 1]  # epoch 0 kept, epoch 1 added
+
+
+def test_changing_only_the_epoch_count_resumes_without_force(tiny_dataset, tmp_path, cfg_file):
+    cfg = load_config(ClassifierConfig, cfg_file, "classifier.yaml", {"train.epochs": 1})
+    train_classifier(cfg, tiny_dataset, tmp_path / "r", seed=0, progress=False)
+    longer = load_config(ClassifierConfig, cfg_file, "classifier.yaml", {"train.epochs": 3})
+    train_classifier(longer, tiny_dataset, tmp_path / "r", seed=0, resume=tmp_path / "r", progress=False)
+    history = _history(tmp_path / "r")
+    assert [h["epoch"] for h in history] == [0, 1, 2]
+    assert history[-1]["lr"] < history[1]["lr"]  # the 3-epoch schedule, fast-forwarded, decays to its end
+
+
+def test_force_never_hides_a_data_change(tiny_dataset, tmp_path, cfg_file):
+    cfg = load_config(ClassifierConfig, cfg_file, "classifier.yaml", {"train.epochs": 1})
+    train_classifier(cfg, tiny_dataset, tmp_path / "r", seed=0, max_train_images=60, progress=False)
+    longer = load_config(ClassifierConfig, cfg_file, "classifier.yaml", {"train.epochs": 2})
+    with pytest.raises(CheckpointError, match=r"dataset fingerprint \w+ != \w+"):
+        train_classifier(longer, tiny_dataset, tmp_path / "r", seed=0, resume=tmp_path / "r", progress=False)
+    with pytest.warns(UserWarning, match=r"different data because of --force: checkpoint fingerprint \w+, this data \w+"):
+        train_classifier(longer, tiny_dataset, tmp_path / "r", seed=0, resume=tmp_path / "r",
+                         force_resume=True, progress=False)
 
 
 def test_nan_loss_stops_with_step_and_keeps_last_good_checkpoint(tmp_path):
