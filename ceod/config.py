@@ -87,8 +87,11 @@ def from_dict(schema: type[T], data: dict[str, Any], prefix: str = "") -> T:
     fields = {f.name: f for f in dataclasses.fields(schema)}
     unknown = sorted(set(data) - set(fields))
     if unknown:
+        import difflib
+        close = difflib.get_close_matches(unknown[0], list(fields), n=1, cutoff=0.5)
+        hint = f"; did you mean '{prefix}{close[0]}'?" if close else ""
         raise ConfigError(
-            f"unknown config key '{prefix}{unknown[0]}' (known keys here: {', '.join(sorted(fields))})"
+            f"unknown config key '{prefix}{unknown[0]}'{hint} (known keys here: {', '.join(sorted(fields))})"
         )
     kwargs = {name: _check_value(prefix + name, value, hints[name]) for name, value in data.items()}
     try:
@@ -119,18 +122,50 @@ def apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str
     return data
 
 
+def parse_sets(items: list[str] | None) -> dict[str, Any]:
+    """`--set train.lr=0.001 --set model.backbone=resnet18` -> {dotted key: YAML-parsed value}."""
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {item}: expected KEY=VALUE, e.g. train.lr=0.001")
+        try:
+            out[key.strip()] = yaml.safe_load(text)
+        except yaml.YAMLError:
+            raise ConfigError(f"--set {item}: the value is not valid YAML") from None
+    return out
+
+
+def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """`over` layered on `base`, section by section (lists and values are replaced whole)."""
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path} (pass --config PATH to a YAML file)")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a config is a YAML mapping of keys, got {type(data).__name__}")
+    return data
+
+
 def load_config(schema: type[T], path: str | Path | None, default_name: str,
                 overrides: dict[str, Any] | None = None) -> T:
-    """Load a YAML config (or the packaged default `configs/<default_name>`) into `schema`."""
+    """The packaged `configs/<default_name>` (the one source of defaults), a user YAML layered on it
+    (only the keys it sets change), then dotted overrides (CLI flags, --set)."""
     cfg_path = Path(path) if path else CONFIG_DIR / default_name
-    if not cfg_path.is_file():
-        raise ConfigError(f"config file not found: {cfg_path} (pass --config PATH to a YAML file)")
-    try:
-        data = yaml.safe_load(cfg_path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{cfg_path}: not valid YAML: {exc}") from None
+    data = _read_yaml(CONFIG_DIR / default_name)
+    if path:
+        data = merge(data, _read_yaml(cfg_path))
     data = apply_overrides(data, overrides or {})
     try:
         return from_dict(schema, data)
-    except ConfigError as exc:
-        raise ConfigError(f"{cfg_path}: {exc}") from None
+    except ConfigError as exc:  # name the user's file where there is one; flags name their key already
+        raise ConfigError(f"{cfg_path}: {exc}" if path else str(exc)) from None

@@ -292,6 +292,11 @@ def write_contact_sheet(items: list[Rendered], path: Path, columns: int = 8) -> 
     return path
 
 
+def _yaml_keys(path: str) -> dict:
+    import yaml
+    return yaml.safe_load(Path(path).read_text()) or {}
+
+
 def config_for(preset: str, path: str | None = None, overrides: dict | None = None) -> SynthConfig:
     """The preset's config, optionally starting from a YAML file, with CLI overrides applied."""
     from ceod.config import apply_overrides, from_dict, load_config
@@ -300,5 +305,6 @@ def config_for(preset: str, path: str | None = None, overrides: dict | None = No
     data = dict(PRESETS[preset])
     if path:
         base = load_config(SynthConfig, path, "synth.yaml")
+        data = {**data, **_yaml_keys(path)}  # keys the user's file sets win over the preset
         data = {**base.__dict__, **data}
     return from_dict(SynthConfig, apply_overrides(data, overrides or {}))

@@ -59,7 +59,7 @@ def signed_cam(model: nn.Module, logits: torch.Tensor, features: torch.Tensor, w
                path: str = "auto") -> torch.Tensor:
     """Pick the path: fast where the head is GAP + linear (unless forced), general otherwise."""
     if path == "fast" and not unwrap(model).has_linear_head:
-        raise ValueError("gradcam: fast needs a gap_linear head; use gradcam: general or auto")
+        raise ValueError("gradcam: fast needs a linear head (gap_linear or flatten_linear); use general or auto")
     if path == "fast" or (path == "auto" and unwrap(model).has_linear_head):
         return fast_cam(model, features, weights)
     return general_gradcam(logits, features, weights)

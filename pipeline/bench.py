@@ -11,6 +11,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ceod.errors import CeodError
 from ceod.metrics import percentiles_ms
 from export.runtime import OnnxModel
 
@@ -40,7 +41,7 @@ def latency(classifier: str, plain: str, segmenter: str | None, batches: list[in
     seg_classifier = open_model(classifier) if segmenter else None
     size = models["ceod"].info.input_size
     if models["plain"].info.input_size != size:
-        raise ValueError("the CEOD and plain classifiers must take the same input size")
+        raise CeodError("--classifier and --plain must take the same input size (export both from runs of one input_size)")
     torch_model = None
     if torch_run:
         import torch
@@ -123,7 +124,7 @@ def training_cost(input_size: int | None = None, batch: int | None = None, iters
     from classifier.model import build_classifier
 
     if preset not in TRAINING_PRESETS:
-        raise ValueError(f"unknown training preset {preset!r}; choose from {list(TRAINING_PRESETS)}")
+        raise CeodError(f"unknown training preset {preset!r}; choose from {list(TRAINING_PRESETS)}")
     overrides, classes = TRAINING_PRESETS[preset]
     if overrides == "DECOY":
         from classifier.experiment import DECOY_OVERRIDES

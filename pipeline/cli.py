@@ -86,8 +86,9 @@ def _train_segmenter(a: argparse.Namespace) -> int:
     from ceod.distributed import init_distributed, shutdown
     from segmenter.config import SegmenterConfig
     from segmenter.train import train_segmenter
+    from ceod.config import parse_sets
     cfg = load_config(SegmenterConfig, a.config, "segmenter.yaml", {
-        "train.epochs": a.epochs, "split_column": a.split_column, "input_size": a.input_size})
+        "train.epochs": a.epochs, "split_column": a.split_column, "input_size": a.input_size, **parse_sets(a.set)})
     ctx = init_distributed()
     try:
         summary = train_segmenter(cfg, a.data, a.out, a.seed, a.max_train_images, a.skip_bad,
@@ -130,11 +131,11 @@ def _filters(items: list[str] | None) -> dict[str, str]:
 
 
 def _classifier_config(a: argparse.Namespace):
-    from ceod.config import load_config
+    from ceod.config import load_config, parse_sets
     from classifier.config import ClassifierConfig
     return load_config(ClassifierConfig, a.config, "classifier.yaml", {
         "loss.kind": a.loss, "train.epochs": a.epochs, "split_column": a.split_column,
-        "input_size": getattr(a, "input_size", None)})
+        "input_size": getattr(a, "input_size", None), **parse_sets(a.set)})
 
 
 @command("train-classifier")
@@ -196,7 +197,8 @@ def _export(a: argparse.Namespace) -> int:
 @command("inspect")
 def _inspect(a: argparse.Namespace) -> int:
     """stdout carries only records (JSON lines, unless --log names a file); the rest goes to stderr."""
-    from pipeline.inspect import Inspector, format_summary
+    from pipeline.inspect import Inspector, check_source, format_summary
+    check_source(a.source)
     inspector = Inspector(a.model, a.provider, a.threshold, a.segmenter)
     used = inspector.model.providers
     why = f" ({'; '.join(inspector.model.provider_notes)})" if inspector.model.provider_notes else ""
@@ -277,14 +279,9 @@ def build_parser() -> argparse.ArgumentParser:
     g = sub.add_parser("train-segmenter", help="train the AOI segmenter (smp)")
     g.add_argument("--data", required=True)
     g.add_argument("--out", required=True)
-    g.add_argument("--config")
-    g.add_argument("--epochs", type=int)
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--input-size", type=int)
+    _training_args(g, "segmenter")
     g.add_argument("--max-train-images", type=int, help="train on a seeded subset of the annotated images")
     _data_args(g)
-    g.add_argument("--resume")
-    g.add_argument("--force", action="store_true")
 
     pa = sub.add_parser("predict-aoi", help="predict an AOI mask for every image into a new dataset")
     pa.add_argument("--model", required=True)
@@ -302,16 +299,12 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train-classifier", help="train the anomaly classifier with CE or CEOD")
     t.add_argument("--data", required=True)
     t.add_argument("--out", required=True)
-    t.add_argument("--loss", choices=["ce", "ceod"], help="overrides loss.kind of the config")
-    t.add_argument("--masks", default="gt", help="gt | SEGMENTER_RUN | DATASET made by predict-aoi")
-    t.add_argument("--config")
-    t.add_argument("--epochs", type=int)
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--input-size", type=int)
+    t.add_argument("--loss", choices=["ce", "ceod", "rrr"], help="overrides loss.kind of the config")
+    t.add_argument("--masks", default="gt", help="where AOI masks come from: gt (the manifest's), a segmenter "
+                                                 "run folder (predicted, cached in OUT/cache), or a dataset made by predict-aoi")
+    _training_args(t, "classifier")
     _data_args(t)
-    t.add_argument("--max-train-images", type=int)
-    t.add_argument("--resume", help="a run folder (its last.pt) to continue")
-    t.add_argument("--force", action="store_true", help="resume despite a config or data change")
+    t.add_argument("--max-train-images", type=int, help="train on a seeded subset of the training rows")
 
     for name, helptext in (("evaluate", "accuracy, AUROC, confusion, aoi_attention, heatmaps"),
                            ("audit", "decision flips when the outside of the AOI is replaced")):
@@ -380,6 +373,18 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--tolerance", type=float, default=0.01, help="the --sweep rule's allowed validation drop")
     x.add_argument("--casting", help="the casting dataset folder (default ../shared/data/casting of a checkout)")
     return p
+
+
+def _training_args(p: argparse.ArgumentParser, stage: str) -> None:
+    p.add_argument("--config", help=f"YAML layered over the packaged configs/{stage}.yaml (only the keys it sets change)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override one config key, e.g. train.lr=0.001 (repeatable; applied last)")
+    p.add_argument("--epochs", type=int, help="overrides train.epochs")
+    p.add_argument("--seed", type=int, default=0, help="seed of weights, data order, augmentation and validation carve")
+    p.add_argument("--input-size", type=int, help="overrides input_size (pixels, square)")
+    p.add_argument("--resume", help="a run folder (its last.pt) to continue; a changed epoch count is fine")
+    p.add_argument("--force", action="store_true",
+                   help="resume despite a changed config or dataset (warns with what changed)")
 
 
 def _data_args(p: argparse.ArgumentParser) -> None:

@@ -90,6 +90,13 @@ def iter_source(src: str, stdin=None) -> Iterator[tuple[str, Any]]:
     raise FileNotFoundError(f"--source {src}: not a folder, file, video, glob, camera:N or '-'")
 
 
+def check_source(src: str) -> None:
+    """Fail before any model loads when --source names a path that is not there."""
+    if src == "-" or src.startswith("camera:") or any(c in src for c in "*?[") or Path(src).exists():
+        return
+    raise FileNotFoundError(f"--source {src}: not a folder, file, video, glob, camera:N or '-'")
+
+
 def _folder(folder: Path) -> Iterator[tuple[str, Any]]:
     """Every file under a folder, sorted, hidden files left out."""
     for f in sorted(x for x in folder.rglob("*") if x.is_file() and not x.name.startswith(".")):

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from ceod.dataset import load_split, read_manifest
+from ceod.errors import CeodError
 from ceod.metrics import iou_dice
 from ceod.overlay import draw_overlay, grid, save_rgb
 from segmenter.predict import load_segmenter, predict_masks
@@ -22,7 +23,7 @@ def evaluate_segmenter(run: str | Path, data: str | Path, split: str, split_colu
     for column, value in (filters or {}).items():
         rows = [s for s in rows if s.extra.get(column) == value]
     if not rows:
-        raise ValueError(f"split '{split}' has no rows with an AOI mask (splits: {manifest.splits})")
+        raise CeodError(f"split '{split}' has no rows with an AOI mask (splits: {manifest.splits})")
     loaded = load_split(rows, cfg.input_size, skip_bad, Path(data), progress=True, desc="evaluating")
     pred = predict_masks(model, cfg, loaded.images)
     iou, dice = iou_dice(pred, loaded.aoi)

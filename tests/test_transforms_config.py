@@ -58,3 +58,36 @@ def test_unknown_config_key_is_named(tmp_path):
     path.write_text("size: big\n")
     with pytest.raises(ConfigError, match="'size': expected an integer"):
         load_config(SynthConfig, path, "synth.yaml")
+
+
+def test_yaml_is_the_one_source_of_defaults():
+    """Packaged YAML and dataclass defaults agree on every key; `augment` lists live only in the YAML
+    (a ClassifierConfig() built in code trains without augmentation)."""
+    import dataclasses
+    from ceod.config import CONFIG_DIR, load_config, to_dict
+    from ceod.synth import SynthConfig
+    from classifier.config import ClassifierConfig
+    from segmenter.config import SegmenterConfig
+    for schema, name in ((ClassifierConfig, "classifier.yaml"), (SegmenterConfig, "segmenter.yaml"),
+                         (SynthConfig, "synth.yaml")):
+        packaged, in_code = to_dict(load_config(schema, None, name)), to_dict(schema())
+        packaged.pop("augment", None), in_code.pop("augment", None)
+        assert packaged == in_code, name
+        assert (CONFIG_DIR / name).is_file()
+    assert dataclasses.fields(ClassifierConfig)  # the schema is still a dataclass
+
+
+def test_user_yaml_is_layered_over_the_packaged_one(tmp_path):
+    from ceod.config import ConfigError, load_config, parse_sets
+    from classifier.config import ClassifierConfig
+    path = tmp_path / "mine.yaml"
+    path.write_text("train: {lr: 0.01}\nloss: {distance: signed_outside}\n")
+    cfg = load_config(ClassifierConfig, path, "classifier.yaml", parse_sets(["train.epochs=3", "model.width=16"]))
+    assert cfg.train.lr == 0.01 and cfg.train.epochs == 3 and cfg.model.width == 16
+    assert cfg.train.batch_size == 32 and cfg.loss.distance == "signed_outside" and len(cfg.augment) == 5
+    with pytest.raises(ConfigError, match=r"unknown config key 'loss.wieght'; did you mean 'loss.weight'\?"):
+        load_config(ClassifierConfig, None, "classifier.yaml", parse_sets(["loss.wieght=2"]))
+    with pytest.raises(ConfigError, match="expected KEY=VALUE"):
+        parse_sets(["train.lr"])
+    with pytest.raises(ConfigError, match="fast needs a linear head"):  # cross-field check at load
+        load_config(ClassifierConfig, None, "classifier.yaml", {"model.head": "mlp", "loss.gradcam": "fast"})
