@@ -12,7 +12,6 @@ import csv
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 import cv2
 import numpy as np

@@ -8,9 +8,9 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from ceod import __version__
 from ceod.classes import is_anomaly
 from ceod.config import ConfigError, to_dict
+from ceod.contract import model_metadata
 from ceod.dataset import Sample, fingerprint, load_train_val
 from ceod.distributed import DistContext
 from ceod.metrics import calibrate_threshold, classification_metrics, nanmean
@@ -89,13 +89,12 @@ def train_classifier(cfg: ClassifierConfig, data: str | Path, out: str | Path, s
     fp = fingerprint(train.samples)
 
     def meta(val_metrics: dict[str, float]) -> dict[str, Any]:
-        return {"model_kind": "classifier", "input_size": cfg.input_size, "colour_order": "RGB",
-                "mean": list(cfg.mean), "std": list(cfg.std), "class_names": list(classes),
-                "threshold": float(state.get("threshold", 0.5)), "training_loss": loss_name(cfg),
-                "backbone": cfg.model.backbone, "head": cfg.model.head, "aoi_source": mask_label,
-                "package_version": __version__, "data_fingerprint": fp, "seed": seed,
-                "data_path": str(Path(data).resolve()), "split_column": cfg.split_column,
-                "train_split": cfg.train_split}
+        return model_metadata("classifier", input_size=cfg.input_size, mean=cfg.mean, std=cfg.std,
+                              class_names=list(classes), threshold=float(state.get("threshold", 0.5)),
+                              training_loss=loss_name(cfg), data_fingerprint=fp,
+                              backbone=cfg.model.backbone, head=cfg.model.head, aoi_source=mask_label, seed=seed,
+                              data_path=str(Path(data).resolve()), split_column=cfg.split_column,
+                              train_split=cfg.train_split)
 
     spec = FitSpec("classifier", model, optimizer, scheduler, loader, cfg.train.epochs, seed, step, validate,
                    "val_auroc" if anomaly else "val_accuracy", out, to_dict(cfg), meta, augment, resume,

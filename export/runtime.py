@@ -3,16 +3,14 @@ model's own metadata. Imports numpy, OpenCV and onnxruntime only - never torch."
 
 from __future__ import annotations
 
-import json
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ceod.classes import decide, is_anomaly
-from ceod.errors import CeodError
+from ceod.contract import MetadataError, ModelInfo
 from ceod.imageio import preprocess
 
 log = logging.getLogger(__name__)
@@ -22,44 +20,8 @@ PROVIDERS = {"tensorrt": "TensorrtExecutionProvider", "cuda": "CUDAExecutionProv
 AUTO_ORDER = ("tensorrt", "cuda", "cpu")
 
 
-class RuntimeModelError(CeodError):
+class RuntimeModelError(MetadataError):
     """The model cannot be used: missing file, no ceod metadata, unavailable provider, bad input."""
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    """What the runtime needs, read from the model's metadata_props (never from a side file)."""
-
-    kind: str
-    input_size: int
-    colour_order: str
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    class_names: tuple[str, ...]
-    threshold: float
-    training_loss: str
-    package_version: str
-    data_fingerprint: str
-    outputs: tuple[str, ...]
-    raw: dict[str, str]
-
-    @classmethod
-    def from_metadata(cls, props: dict[str, str], outputs: tuple[str, ...], path: str) -> "ModelInfo":
-        if props.get("ceod.model_kind") not in ("classifier", "segmenter"):
-            raise RuntimeModelError(f"{path} carries no ceod metadata (ceod.model_kind); "
-                                    "export it with `ceod export`, which writes preprocessing and threshold into the model")
-        try:
-            get = lambda k: json.loads(props[f"ceod.{k}"])  # noqa: E731
-            return cls(props["ceod.model_kind"], int(get("input_size")), get("colour_order"),
-                       tuple(get("mean")), tuple(get("std")), tuple(get("class_names")), float(get("threshold")),
-                       get("training_loss"), get("package_version"), get("data_fingerprint"), outputs, props)
-        except (KeyError, ValueError, TypeError) as exc:
-            raise RuntimeModelError(f"{path}: incomplete ceod metadata ({exc})") from None
-
-
-def metadata_props(meta: dict[str, Any]) -> dict[str, str]:
-    """Checkpoint metadata -> ONNX metadata_props (JSON-encoded values under a ceod. prefix)."""
-    return {f"ceod.{k}": (v if k == "model_kind" else json.dumps(v)) for k, v in meta.items()}
 
 
 # Libraries whose absence means a provider cannot load; `auto` skips it instead of letting ORT
@@ -161,7 +123,10 @@ def create_session(path: str | Path, provider: str = "auto", threads: int = 0, s
         raise RuntimeModelError(f"provider {PROVIDERS[provider]} could not be loaded (session uses {used}); "
                                 "check the CUDA/cuDNN/TensorRT installation or use --provider auto")
     props = session.get_modelmeta().custom_metadata_map
-    info = ModelInfo.from_metadata(props, tuple(o.name for o in session.get_outputs()), str(path))
+    try:
+        info = ModelInfo.from_props(props, tuple(o.name for o in session.get_outputs()), str(path))
+    except MetadataError as exc:
+        raise RuntimeModelError(str(exc)) from None
     log.info("%s: providers in use %s", path.name, used)
     return session, info
 

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ceod import __version__
+from ceod.contract import model_metadata
 from ceod.config import to_dict
 from ceod.dataset import fingerprint, load_train_val
 from ceod.distributed import DistContext
@@ -60,14 +60,12 @@ def train_segmenter(cfg: SegmenterConfig, data: str | Path, out: str | Path, see
     fp = fingerprint(train.samples)
 
     def meta(_: dict[str, float]) -> dict[str, Any]:
-        return {"model_kind": "segmenter", "input_size": cfg.input_size, "colour_order": "RGB",
-                "mean": list(cfg.mean), "std": list(cfg.std), "class_names": ["outside", "aoi"],
-                "threshold": cfg.postprocess.threshold, "training_loss": "dice+bce",
-                "arch": cfg.model.arch, "encoder": cfg.model.encoder,
-                "package_version": __version__, "data_fingerprint": fp, "seed": seed,
-                "train_images": len(train),
-                "data_path": str(Path(data).resolve()), "split_column": cfg.split_column,
-                "train_split": cfg.train_split}
+        return model_metadata("segmenter", input_size=cfg.input_size, mean=cfg.mean, std=cfg.std,
+                              class_names=["outside", "aoi"], threshold=cfg.postprocess.threshold,
+                              training_loss="dice+bce", data_fingerprint=fp,
+                              arch=cfg.model.arch, encoder=cfg.model.encoder, seed=seed, train_images=len(train),
+                              data_path=str(Path(data).resolve()), split_column=cfg.split_column,
+                              train_split=cfg.train_split)
 
     spec = FitSpec("segmenter", model, optimizer, scheduler, loader, cfg.train.epochs, seed, step, validate,
                    "val_iou", out, to_dict(cfg), meta, augment, resume, force_resume, ctx, progress)

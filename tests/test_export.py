@@ -84,3 +84,18 @@ def test_fp16_export(tiny_classifier_run, tmp_path):
     report = export_run(tiny_classifier_run, tmp_path / "c16.onnx", fp16=True)
     assert report["passed"] and report["precision"] == "fp16" and report["max_abs_diff"] <= 5e-2
     assert OnnxModel(tmp_path / "c16.onnx", provider="cpu").info.raw["ceod.precision"] == '"fp16"'
+
+
+def test_parity_gate_covers_the_heatmap(exported, tiny_classifier_run, tiny_dataset):
+    from export.onnx_export import _torch_model
+    payload = load_checkpoint(tiny_classifier_run)
+    model, outputs = _torch_model(payload, heatmap=True)
+    assert outputs == ["logits", "heatmap"]
+    images = load_split(read_manifest(tiny_dataset).split("train")[:8], 64).images
+    good = parity(model, exported["classifier"], images, payload["meta"], "classifier", fp16=False)
+    assert good["passed"] and set(good["max_abs_diff_per_output"]) == {"logits", "heatmap"}
+    forward = model.forward
+    model.forward = lambda x: (forward(x)[0], forward(x)[1] + 0.01)  # logits intact, heatmap off
+    bad = parity(model, exported["classifier"], images, payload["meta"], "classifier", fp16=False)
+    assert bad["max_abs_diff_per_output"]["logits"] < 1e-3 <= bad["max_abs_diff_per_output"]["heatmap"]
+    assert not bad["passed"]

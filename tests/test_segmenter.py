@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -84,10 +86,21 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
     save_checkpoint(tmp_path / "c.pt", "segmenter", {"w": torch.ones(2)}, {}, {})
     before = (tmp_path / "c.pt").read_bytes()
 
-    def boom(*a, **k):
+    real_save = torch.save
+
+    def crash_half_way(obj, f, *a, **k):
+        """Write half of the real bytes, then fail: a crash (disk full, power cut) mid-write."""
+        import io
+        buf = io.BytesIO()
+        real_save(obj, buf)
+        data = buf.getvalue()
+        fh = open(f, "wb") if isinstance(f, (str, Path)) else f
+        fh.write(data[: len(data) // 2])
+        fh.flush()
         raise OSError("disk full")
 
-    monkeypatch.setattr(torch, "save", boom)
+    # A plain torch.save(payload, path) would leave half a checkpoint at c.pt here.
+    monkeypatch.setattr(torch, "save", crash_half_way)
     with pytest.raises(OSError):
         save_checkpoint(tmp_path / "c.pt", "segmenter", {"w": torch.zeros(2)}, {}, {})
     assert (tmp_path / "c.pt").read_bytes() == before
