@@ -50,6 +50,15 @@ def all_reduce_mean(values: dict[str, float], ctx: DistContext) -> dict[str, flo
     return dict(zip(keys, t.tolist()))
 
 
+def gather_indices(indices: list[int], ctx: DistContext) -> list[list[int]]:
+    """Every rank's list of dataset indices, in rank order (on every rank)."""
+    if not ctx.enabled:
+        return [list(indices)]
+    out: list[list[int] | None] = [None] * ctx.world_size
+    dist.all_gather_object(out, [int(i) for i in indices])
+    return [list(x or []) for x in out]
+
+
 def barrier(ctx: DistContext) -> None:
     if ctx.enabled:
         dist.barrier()

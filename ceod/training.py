@@ -19,7 +19,7 @@ from torch import nn
 
 from ceod.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from ceod.errors import CeodError
-from ceod.distributed import DistContext, all_reduce_mean, barrier
+from ceod.distributed import DistContext, all_reduce_mean, barrier, gather_indices
 
 
 class TrainingDiverged(CeodError, RuntimeError):
@@ -32,17 +32,22 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def ensure_writable(folder: str | Path) -> Path:
-    """Fail at start, not after an hour of training, when the run folder cannot be written."""
+def ensure_writable(folder: str | Path, ctx: DistContext | None = None) -> Path:
+    """Fail at start, not after an hour of training, when the run folder cannot be written.
+    Under torchrun only rank 0 creates and probes it (the others wait at a barrier): two ranks
+    probing one folder race on the probe file."""
     folder = Path(folder)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / ".write-test"
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as exc:
-        raise PermissionError(f"cannot write to output folder {folder}: {exc.strerror}; "
-                              "choose a writable --out") from None
+    if ctx is None or ctx.is_main:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            probe = folder / f".write-test-{os.getpid()}"
+            probe.write_text("ok")
+            probe.unlink()
+        except OSError as exc:
+            raise PermissionError(f"cannot write to output folder {folder}: {exc.strerror}; "
+                                  "choose a writable --out") from None
+    if ctx is not None:
+        barrier(ctx)
     return folder
 
 
@@ -154,6 +159,7 @@ def fit(spec: FitSpec) -> dict[str, Any]:
     best_epoch = max((h["epoch"] for h in history if h.get(spec.monitor) == best), default=-1)
     started = time.perf_counter()
     step_seconds: list[float] = []
+    shards: dict[int, list[list[int]]] = {}
     global_step = start_epoch * len(spec.loader)
     for epoch in range(start_epoch, spec.epochs):
         # RNG is derived from (seed, epoch, rank), so a resumed run replays the same epoch exactly.
@@ -166,6 +172,8 @@ def fit(spec: FitSpec) -> dict[str, Any]:
         sampler = spec.loader.sampler
         if hasattr(sampler, "set_epoch"):
             sampler.set_epoch(epoch)
+        if ctx.enabled:  # which rows each rank trains on this epoch, for shards.json
+            shards[epoch] = gather_indices(list(iter(sampler))[:len(spec.loader) * spec.loader.batch_size], ctx)
         generator = getattr(spec.loader, "generator", None)
         if generator is not None:
             generator.manual_seed(seed)
@@ -211,6 +219,9 @@ def fit(spec: FitSpec) -> dict[str, Any]:
                 "optimizer": spec.optimizer.state_dict(), "scheduler": spec.scheduler.state_dict(),
                 "epoch": epoch, "history": history, "best": best})
             write_history(spec.out, history, spec.monitor)
+            if shards:
+                write_json(spec.out / "shards.json", {"world_size": ctx.world_size, "epochs": {
+                    str(e): {str(r): idx for r, idx in enumerate(per_rank)} for e, per_rank in shards.items()}})
             summary = " ".join(f"{k}={v:.4f}" for k, v in record.items()
                                if isinstance(v, float) and k not in ("lr",))
             print(f"[{spec.kind}] epoch {epoch + 1}/{spec.epochs} {summary}", flush=True)

@@ -43,7 +43,7 @@ def train_classifier(cfg: ClassifierConfig, data: str | Path, out: str | Path, s
                      progress: bool = True) -> dict[str, Any]:
     """Train, keep the best checkpoint by validation AUROC, calibrate the threshold, write metrics."""
     ctx = ctx or DistContext()
-    out = ensure_writable(out)
+    out = ensure_writable(out, ctx)
     seed_everything(seed)
     train, val = load_train_val(data, cfg, seed, skip_bad, filters, max_train_images,
                                 progress=progress and ctx.is_main)

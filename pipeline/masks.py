@@ -58,9 +58,12 @@ def _from_segmenter(run: Path, cache_dir: Path | None):
         if masks.shape[1] != size:
             import cv2
             masks = np.stack([cv2.resize(m, (size, size), interpolation=cv2.INTER_NEAREST) for m in masks])
-        if cache is not None:
+        if cache is not None:  # atomic: under torchrun every rank may write it
+            import os
             cache.parent.mkdir(parents=True, exist_ok=True)
-            np.savez_compressed(cache, masks=masks)
+            tmp = cache.with_name(f".{cache.name}.{os.getpid()}.npz")
+            np.savez_compressed(tmp, masks=masks)
+            os.replace(tmp, cache)
         return masks
 
     return source

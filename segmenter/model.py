@@ -15,10 +15,27 @@ def build_segmenter(cfg: SegModelConfig) -> nn.Module:
     kwargs = dict(encoder_name=cfg.encoder, encoder_weights=None, encoder_depth=cfg.encoder_depth,
                   in_channels=3, classes=1)
     try:
-        return smp.create_model(cfg.arch, decoder_channels=cfg.decoder_channels, **kwargs)
+        model = smp.create_model(cfg.arch, decoder_channels=cfg.decoder_channels, **kwargs)
     except TypeError:  # architectures without decoder_channels (FPN, DeepLabV3, ...)
-        return smp.create_model(cfg.arch, **kwargs)
+        model = smp.create_model(cfg.arch, **kwargs)
     except (KeyError, ValueError) as exc:
         raise ConfigError(f"config key 'model': smp cannot build arch={cfg.arch!r} "
                           f"encoder={cfg.encoder!r}: {exc}") from None
+    return freeze_unused(model)
+
+
+def freeze_unused(model: nn.Module, size: int = 64) -> nn.Module:
+    """smp keeps the encoder stages below encoder_depth (resnet18 at depth 4 keeps layer4) although
+    forward never reaches them; DDP refuses parameters that get no gradient. One dry pass in eval
+    mode (no BatchNorm statistics change) finds them, and they stop requiring gradients."""
+    import torch
+    was = model.training
+    model.eval()
+    model(torch.zeros(1, 3, size, size)).sum().backward()
+    for p in model.parameters():
+        if p.grad is None:
+            p.requires_grad_(False)
+        p.grad = None
+    model.train(was)
+    return model
 

@@ -30,7 +30,7 @@ def train_segmenter(cfg: SegmenterConfig, data: str | Path, out: str | Path, see
     import segmentation_models_pytorch as smp
 
     ctx = ctx or DistContext()
-    out = ensure_writable(out)
+    out = ensure_writable(out, ctx)
     seed_everything(seed)
     train, val = load_train_val(data, cfg, seed, skip_bad, filters, max_train_images, require_aoi=True,
                                 progress=progress and ctx.is_main)

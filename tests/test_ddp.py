@@ -40,3 +40,42 @@ def test_ddp_gradient_equals_single_process(tmp_path, loss_kind, gradcam):
     scale = max(float(p.grad.abs().max()) for p in model.parameters())
     print(f"DDP vs single process [{loss_kind}, {gradcam}]: max abs grad diff {worst:.2e} (max grad {scale:.2e})")
     assert worst <= 1e-5 * max(scale, 1.0), (worst, scale)
+
+
+def _torchrun(*args: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+           "--master_port", str(_free_port()), "-m", "pipeline.cli", *args]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+
+
+@pytest.mark.parametrize("trainer", ["train-classifier", "train-segmenter"])
+def test_torchrun_through_the_cli(tiny_dataset, tmp_path, trainer):
+    """The README's scale-out line, for real: one set of outputs, disjoint shards covering the
+    epoch, a loadable checkpoint, and --resume under torchrun."""
+    import json
+    run = tmp_path / "ddp"
+    common = ["--data", str(tiny_dataset), "--out", str(run), "--input-size", "64", "--set", "train.batch_size=8"]
+    common += ["--set", "model.width=8"] if trainer == "train-classifier" else \
+        ["--set", "model.encoder_depth=3", "--set", "model.decoder_channels=[32,16,8]"]
+    r = _torchrun(trainer, *common, "--epochs", "1")
+    assert r.returncode == 0, r.stderr[-3000:]
+    names = sorted(p.name for p in run.iterdir())
+    assert {"best.pt", "last.pt", "metrics.json", "history.json", "shards.json"} <= set(names)
+    assert not [n for n in names if "write-test" in n or n.endswith(".tmp")], names
+    assert r.stdout.count("best epoch") == 1  # only rank 0 reports
+    shards = json.loads((run / "shards.json").read_text())
+    ranks = shards["epochs"]["0"]
+    a, b = set(ranks["0"]), set(ranks["1"])
+    assert a and b and not a & b and len(ranks["0"]) == len(ranks["1"])
+    metrics = json.loads((run / "metrics.json").read_text())
+    n = metrics["train_images"]
+    assert n - 2 * 8 < len(a | b) <= n  # the whole epoch, less at most one dropped batch per rank
+    from ceod.checkpoint import load_checkpoint
+    kind = "classifier" if trainer == "train-classifier" else "segmenter"
+    assert load_checkpoint(run, kind)["ceod"]["kind"] == kind
+    r = _torchrun(trainer, *common, "--epochs", "2", "--resume", str(run))
+    assert r.returncode == 0, r.stderr[-3000:]
+    history = json.loads((run / "history.json").read_text())
+    assert [h["epoch"] for h in history] == [0, 1]
+    assert json.loads((run / "shards.json").read_text())["epochs"]["1"]["0"] != ranks["0"]  # reshuffled
