@@ -70,3 +70,19 @@ def test_user_mistake_is_one_line_and_exit_2(name, files, tiny_dataset, tiny_cla
     assert code == 2, err
     assert len(err) == 1 and err[0].startswith("ceod ") and ": error: " in err[0], err
     assert fragment in err[0], err[0]
+
+
+def test_every_flag_has_help_text():
+    import argparse
+    from pipeline.cli import build_parser
+
+    def walk(parser, path):
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    yield from walk(sub, f"{path} {name}")
+            elif not isinstance(action, argparse._HelpAction):
+                yield f"{path} {'/'.join(action.option_strings) or action.dest}", action.help
+
+    missing = [name for name, text in walk(build_parser(), "ceod") if not text]
+    assert not missing, missing
