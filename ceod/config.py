@@ -14,7 +14,13 @@ from ceod.errors import CeodError
 
 T = TypeVar("T")
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+def _config_dir() -> Path:
+    """The packaged configs (package data of ceod.configs, through importlib.resources)."""
+    from importlib.resources import files
+    return Path(str(files("ceod.configs")))
+
+
+CONFIG_DIR = _config_dir()
 
 
 class ConfigError(CeodError, ValueError):

@@ -12,7 +12,7 @@ from ceod.dataset import LoadedSplit, load_split, read_manifest
 from ceod.errors import CeodError
 from ceod.metrics import classification_metrics, nanmean
 from ceod.overlay import draw_overlay, grid, save_rgb
-from classifier.inference import aoi_attention, load_classifier, predict
+from ceod.classifier.inference import aoi_attention, load_classifier, predict
 
 REPLACEMENTS = ("swap", "shift", "grey", "noise")
 

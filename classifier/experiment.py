@@ -19,10 +19,10 @@ import numpy as np
 from ceod.config import apply_overrides, from_dict, load_config, to_dict
 from ceod.dataset import load_split, read_manifest
 from ceod.errors import CeodError
-from classifier.config import ClassifierConfig
-from classifier.evaluate import audit, evaluate
-from classifier.inference import load_classifier
-from classifier.train import train_classifier
+from ceod.classifier.config import ClassifierConfig
+from ceod.classifier.evaluate import audit, evaluate
+from ceod.classifier.inference import load_classifier
+from ceod.classifier.train import train_classifier
 
 VARIANTS: dict[str, dict[str, Any]] = {
     "ce": {"loss.kind": "ce"},
@@ -84,13 +84,12 @@ DECOY_OVERRIDES: dict[str, Any] = {
 
 
 def presets(out: Path, casting: Path | None = None) -> dict[str, DatasetSpec]:
-    casting = casting or Path(__file__).resolve().parents[2] / "shared" / "data" / "casting"
     return {
         "decoy-mnist": DatasetSpec("decoy-mnist", out / "data" / "decoy-mnist", "split",
                                    ["test", "test_shift", "test_anti", "test_clean"], dict(DECOY_OVERRIDES)),
         "synthetic": DatasetSpec("synthetic", out / "data" / "synthetic-small", "split",
                                  ["test", "test_shift", "test_anti"], {"train.epochs": 12}),
-        "casting": DatasetSpec("casting", casting, "split_grouped", ["test"],
+        "casting": DatasetSpec("casting", casting or Path("--casting"), "split_grouped", ["test"],
                                {"train.epochs": 8, "input_size": 128, "max_val_images": 300,
                                 "threshold.mode": "balanced"},
                                max_train_images=1200),
@@ -251,6 +250,9 @@ def run_experiment(out: Path, datasets: list[str], variants: list[str], seeds: l
         if name not in specs:
             raise CeodError(f"unknown experiment dataset {name!r}: choose from {list(specs)}")
         spec = specs[name]
+        if name == "casting" and not (casting and (Path(casting) / "manifest.csv").is_file()):
+            raise CeodError("the casting preset needs the dataset folder: pass --casting PATH "
+                            "(e.g. ../shared/data/casting of a checkout; see its README for the licence)")
         if name == "synthetic" and not (spec.data / "manifest.csv").is_file():
             from ceod.synth import config_for, synthesize
             synthesize(spec.data, config_for("small"), seed=0, progress=False)

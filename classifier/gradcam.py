@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from classifier.model import AnomalyClassifier
+from ceod.classifier.model import AnomalyClassifier
 
 
 def unwrap(model: nn.Module) -> AnomalyClassifier:

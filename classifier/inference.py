@@ -11,9 +11,9 @@ import torch
 from ceod.checkpoint import load_checkpoint, load_model
 from ceod.classes import ANOMALY_CLASSES
 from ceod.imageio import normalize
-from classifier.config import ClassifierConfig
-from classifier.gradcam import class_weights, signed_cam, upsample
-from classifier.model import AnomalyClassifier, build_classifier
+from ceod.classifier.config import ClassifierConfig
+from ceod.classifier.gradcam import class_weights, signed_cam, upsample
+from ceod.classifier.model import AnomalyClassifier, build_classifier
 
 
 def load_classifier(run: str | Path) -> tuple[AnomalyClassifier, ClassifierConfig, dict[str, Any]]:

@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from classifier.config import LossConfig
-from classifier.gradcam import class_weights, fast_cams, normalise, signed_cam, upsample
+from ceod.classifier.config import LossConfig
+from ceod.classifier.gradcam import class_weights, fast_cams, normalise, signed_cam, upsample
 
 
 def distance(signed: torch.Tensor, mask: torch.Tensor, kind: str, eps: float) -> torch.Tensor:
@@ -117,5 +117,5 @@ class CEODLoss(nn.Module):
         return LossOutput(ce + w * term, ce, term, w)
 
     def _fast(self, model: nn.Module) -> bool:
-        from classifier.gradcam import unwrap
+        from ceod.classifier.gradcam import unwrap
         return unwrap(model).has_linear_head and self.cfg.gradcam != "general"

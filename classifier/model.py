@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from classifier.config import ClsModelConfig
+from ceod.classifier.config import ClsModelConfig
 
 
 def _conv(cin: int, cout: int, stride: int = 1, norm: str = "batch") -> nn.Sequential:

@@ -17,10 +17,10 @@ from ceod.metrics import calibrate_threshold, classification_metrics, nanmean
 from ceod.torchdata import SplitDataset
 from ceod.training import FitSpec, ensure_writable, fit, make_loader, seed_everything, write_json
 from ceod.transforms import background_swap_probability, build_augment
-from classifier.config import ClassifierConfig
-from classifier.inference import aoi_attention, predict
-from classifier.loss import CEODLoss
-from classifier.model import build_classifier
+from ceod.classifier.config import ClassifierConfig
+from ceod.classifier.inference import aoi_attention, predict
+from ceod.classifier.loss import CEODLoss
+from ceod.classifier.model import build_classifier
 
 # (samples, size) -> AOI masks [N,S,S] uint8 {0,1}: where masks come from when not the manifest.
 MaskSource = Callable[[list[Sample], int], np.ndarray]

@@ -1,4 +1,4 @@
-"""ONNX export (export.onnx_export, needs torch) and the runtime (export.runtime, no torch).
+"""ONNX export (ceod.export.onnx_export, needs torch) and the runtime (ceod.export.runtime, no torch).
 
-Nothing is imported here, so `import export.runtime` on a line PC never pulls torch.
+Nothing is imported here, so `import ceod.export.runtime` on a line PC never pulls torch.
 """

@@ -18,7 +18,7 @@ from ceod.errors import CeodError
 from ceod.classes import ANOMALY_CLASSES, decide, is_anomaly
 from ceod.imageio import normalize
 from ceod.contract import to_onnx_props
-from export.runtime import OnnxModel, classify, softmax
+from ceod.export.runtime import OnnxModel, classify, softmax
 
 FP32_TOL = 1e-3  # max abs logit difference
 FP16_TOL = 5e-2
@@ -38,7 +38,7 @@ class ClassifierGraph(nn.Module):
         self.model, self.heatmap, self.anomaly = model, heatmap, anomaly
 
     def forward(self, image: torch.Tensor):
-        from classifier.gradcam import fast_cam
+        from ceod.classifier.gradcam import fast_cam
         logits, feats = self.model(image, return_features=True)
         if not self.heatmap:
             return logits
@@ -54,8 +54,8 @@ def _torch_model(payload: dict[str, Any], heatmap: bool) -> tuple[nn.Module, lis
     kind = payload["ceod"]["kind"]
     if kind == "classifier":
         from ceod.config import from_dict
-        from classifier.config import ClassifierConfig
-        from classifier.model import build_classifier
+        from ceod.classifier.config import ClassifierConfig
+        from ceod.classifier.model import build_classifier
         cfg = from_dict(ClassifierConfig, payload["config"])
         if heatmap and cfg.model.head == "mlp":
             raise CeodError("--heatmap needs a linear head (gap_linear or flatten_linear: the fast CAM path)")
@@ -65,8 +65,8 @@ def _torch_model(payload: dict[str, Any], heatmap: bool) -> tuple[nn.Module, lis
         graph = ClassifierGraph(model.eval(), heatmap, is_anomaly(classes)).eval()
         return graph, (["logits", "heatmap"] if heatmap else ["logits"])
     from ceod.config import from_dict
-    from segmenter.config import SegmenterConfig
-    from segmenter.model import build_segmenter
+    from ceod.segmenter.config import SegmenterConfig
+    from ceod.segmenter.model import build_segmenter
     cfg = from_dict(SegmenterConfig, payload["config"])
     model = build_segmenter(cfg.model)
     model.load_state_dict(payload["state_dict"])

@@ -13,7 +13,7 @@ import numpy as np
 
 from ceod.errors import CeodError
 from ceod.metrics import percentiles_ms
-from export.runtime import OnnxModel
+from ceod.export.runtime import OnnxModel
 
 
 def _interleaved(fns: dict[str, Callable[[], Any]], iters: int, warmup: int) -> dict[str, list[float]]:
@@ -45,7 +45,7 @@ def latency(classifier: str, plain: str, segmenter: str | None, batches: list[in
     torch_model = None
     if torch_run:
         import torch
-        from classifier.inference import load_classifier
+        from ceod.classifier.inference import load_classifier
         torch.set_num_threads(torch.get_num_threads())
         torch_model = load_classifier(torch_run)[0]
     rows = []
@@ -95,7 +95,7 @@ def latency(classifier: str, plain: str, segmenter: str | None, batches: list[in
 
 def end_to_end(classifier: str, images: str, provider: str, batch: int, model_only_p50_ms: float) -> dict[str, Any]:
     """Decode + preprocess + infer + log through `ceod inspect`'s own code vs model-only throughput."""
-    from pipeline.inspect import Inspector
+    from ceod.pipeline.inspect import Inspector
     inspector = Inspector(classifier, provider)
     inspector.run(images, None, None, batch, live=False)  # warm-up pass (file cache, sessions)
     with tempfile.TemporaryDirectory() as tmp:
@@ -119,15 +119,15 @@ def training_cost(input_size: int | None = None, batch: int | None = None, iters
     import torch
 
     from ceod.config import load_config
-    from classifier.config import ClassifierConfig
-    from classifier.loss import CEODLoss
-    from classifier.model import build_classifier
+    from ceod.classifier.config import ClassifierConfig
+    from ceod.classifier.loss import CEODLoss
+    from ceod.classifier.model import build_classifier
 
     if preset not in TRAINING_PRESETS:
         raise CeodError(f"unknown training preset {preset!r}; choose from {list(TRAINING_PRESETS)}")
     overrides, classes = TRAINING_PRESETS[preset]
     if overrides == "DECOY":
-        from classifier.experiment import DECOY_OVERRIDES
+        from ceod.classifier.experiment import DECOY_OVERRIDES
         overrides = {k: v for k, v in DECOY_OVERRIDES.items()
                      if k.startswith("model.") or k in ("input_size", "train.batch_size")}
     base = load_config(ClassifierConfig, None, "classifier.yaml", {"model.backbone": backbone, **overrides})

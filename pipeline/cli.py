@@ -84,8 +84,8 @@ def _data_check(a: argparse.Namespace) -> int:
 def _train_segmenter(a: argparse.Namespace) -> int:
     from ceod.config import load_config
     from ceod.distributed import init_distributed, shutdown
-    from segmenter.config import SegmenterConfig
-    from segmenter.train import train_segmenter
+    from ceod.segmenter.config import SegmenterConfig
+    from ceod.segmenter.train import train_segmenter
     from ceod.config import parse_sets
     cfg = load_config(SegmenterConfig, a.config, "segmenter.yaml", {
         "train.epochs": a.epochs, "split_column": a.split_column, "input_size": a.input_size, **parse_sets(a.set)})
@@ -103,7 +103,7 @@ def _train_segmenter(a: argparse.Namespace) -> int:
 
 @command("predict-aoi")
 def _predict_aoi(a: argparse.Namespace) -> int:
-    from segmenter.predict import predict_dataset
+    from ceod.segmenter.predict import predict_dataset
     result = predict_dataset(a.model, a.data, a.out, a.split_column or "split", a.skip_bad)
     print(f"wrote {result['rows']} predicted AOI masks; dataset {result['out']}")
     return 0
@@ -111,7 +111,7 @@ def _predict_aoi(a: argparse.Namespace) -> int:
 
 @command("evaluate-segmenter")
 def _evaluate_segmenter(a: argparse.Namespace) -> int:
-    from segmenter.evaluate import evaluate_segmenter
+    from ceod.segmenter.evaluate import evaluate_segmenter
     run = Path(a.model) if Path(a.model).is_dir() else Path(a.model).parent
     result = evaluate_segmenter(a.model, a.data, a.split, a.split_column, _filters(a.filter), a.skip_bad, run)
     _print_json(result, run / f"eval_segmenter_{a.split}.json")
@@ -132,7 +132,7 @@ def _filters(items: list[str] | None) -> dict[str, str]:
 
 def _classifier_config(a: argparse.Namespace):
     from ceod.config import load_config, parse_sets
-    from classifier.config import ClassifierConfig
+    from ceod.classifier.config import ClassifierConfig
     return load_config(ClassifierConfig, a.config, "classifier.yaml", {
         "loss.kind": a.loss, "train.epochs": a.epochs, "split_column": a.split_column,
         "input_size": getattr(a, "input_size", None), **parse_sets(a.set)})
@@ -141,8 +141,8 @@ def _classifier_config(a: argparse.Namespace):
 @command("train-classifier")
 def _train_classifier(a: argparse.Namespace) -> int:
     from ceod.distributed import init_distributed, shutdown
-    from classifier.train import train_classifier
-    from pipeline.masks import mask_source
+    from ceod.classifier.train import train_classifier
+    from ceod.pipeline.masks import mask_source
     cfg = _classifier_config(a)
     ctx = init_distributed()
     label, source = mask_source(a.masks, Path(a.out) / "cache")
@@ -168,7 +168,7 @@ def _print_json(data: dict, path: Path | None = None) -> None:
 
 def _classifier_report(a: argparse.Namespace, name: str) -> int:
     """`ceod evaluate` / `ceod audit`: JSON on stdout and in the run folder."""
-    from classifier.evaluate import audit, evaluate, load_eval_split
+    from ceod.classifier.evaluate import audit, evaluate, load_eval_split
     model, cfg, meta, data = load_eval_split(a.model, a.data, a.split, a.split_column, a.skip_bad)
     run = Path(a.model) if Path(a.model).is_dir() else Path(a.model).parent
     if name == "evaluate":
@@ -185,7 +185,7 @@ COMMANDS["audit"] = lambda a: _classifier_report(a, "audit")
 
 @command("export")
 def _export(a: argparse.Namespace) -> int:
-    from export.onnx_export import export_run
+    from ceod.export.onnx_export import export_run
     report = export_run(a.model, a.out, a.heatmap, a.fp16, a.data, a.parity_images)
     print(f"exported {report['kind']} to {report['file']} ({report['bytes'] / 1e6:.1f} MB, {report['exporter']} exporter, "
           f"{report['precision']}); parity on {report['images']} real images: max abs diff "
@@ -197,7 +197,7 @@ def _export(a: argparse.Namespace) -> int:
 @command("inspect")
 def _inspect(a: argparse.Namespace) -> int:
     """stdout carries only records (JSON lines, unless --log names a file); the rest goes to stderr."""
-    from pipeline.inspect import Inspector, check_source, format_summary
+    from ceod.pipeline.inspect import Inspector, check_source, format_summary
     check_source(a.source)
     inspector = Inspector(a.model, a.provider, a.threshold, a.segmenter)
     used = inspector.model.providers
@@ -213,7 +213,7 @@ def _inspect(a: argparse.Namespace) -> int:
 
 @command("bench")
 def _bench(a: argparse.Namespace) -> int:
-    from pipeline.bench import run_bench
+    from ceod.pipeline.bench import run_bench
     batches = [int(b) for b in a.batch.split(",")]
     if not a.training_only and not (a.classifier and a.plain):
         raise CeodError("bench: give --classifier and --plain (ONNX files), or --training-only")
@@ -227,14 +227,14 @@ def _bench(a: argparse.Namespace) -> int:
 
 @command("demo")
 def _demo(a: argparse.Namespace) -> int:
-    from pipeline.demo import run_demo
+    from ceod.pipeline.demo import run_demo
     run_demo(a.out, a.quick, a.seed, a.variant)
     return 0
 
 
 @command("experiment")
 def _experiment(a: argparse.Namespace) -> int:
-    from classifier.experiment import run_experiment
+    from ceod.classifier.experiment import run_experiment
     sweeps = {}
     for item in a.sweep or []:
         family, _, values = item.partition("=")
@@ -375,7 +375,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train FAMILY at each strength (loss.weight) on the first seed, keep the largest whose "
                         "validation score stays within --tolerance of CE's, then run it on every seed (repeatable)")
     x.add_argument("--tolerance", type=float, default=0.01, help="the --sweep rule's allowed validation drop")
-    x.add_argument("--casting", help="the casting dataset folder (default ../shared/data/casting of a checkout)")
+    x.add_argument("--casting", help="the casting dataset folder (needed by --datasets casting)")
     return p
 
 

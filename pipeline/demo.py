@@ -84,19 +84,19 @@ def run_demo(out: str | Path, quick: bool = False, seed: int = 0, variant: str |
     from ceod.config import load_config
     from ceod.dataset import load_split, read_manifest
     from ceod.synth import config_for, synthesize
-    from classifier.config import ClassifierConfig
-    from classifier.evaluate import audit, evaluate
-    from classifier.experiment import VARIANTS
-    from classifier.inference import load_classifier
-    from classifier.train import train_classifier
-    from export.onnx_export import export_run
-    from pipeline.bench import run_bench
-    from pipeline.inspect import Inspector
-    from pipeline.masks import mask_source
-    from segmenter.config import SegmenterConfig
-    from segmenter.evaluate import evaluate_segmenter
-    from segmenter.predict import predict_dataset
-    from segmenter.train import train_segmenter
+    from ceod.classifier.config import ClassifierConfig
+    from ceod.classifier.evaluate import audit, evaluate
+    from ceod.classifier.experiment import VARIANTS
+    from ceod.classifier.inference import load_classifier
+    from ceod.classifier.train import train_classifier
+    from ceod.export.onnx_export import export_run
+    from ceod.pipeline.bench import run_bench
+    from ceod.pipeline.inspect import Inspector
+    from ceod.pipeline.masks import mask_source
+    from ceod.segmenter.config import SegmenterConfig
+    from ceod.segmenter.evaluate import evaluate_segmenter
+    from ceod.segmenter.predict import predict_dataset
+    from ceod.segmenter.train import train_segmenter
 
     plan = QUICK if quick else FULL
     variant = variant or plan.variant
@@ -159,7 +159,7 @@ def run_demo(out: str | Path, quick: bool = False, seed: int = 0, variant: str |
     facts["stages"] = stage.times
     facts["wall_seconds"] = stage.total
     (out / "facts.json").write_text(json.dumps(facts, indent=1, default=str))
-    from pipeline.report import write_report
+    from ceod.pipeline.report import write_report
     path = write_report(out, facts)
     print(f"\ndemo finished in {stage.total:.0f} s; report: {path}")
     return path
@@ -169,7 +169,7 @@ def gradcam_comparison(runs: dict[str, Path], data: Path, path: Path, n: int = 8
     """The same test_anti images under CE and under CEOD: where does each look?"""
     from ceod.dataset import load_split, read_manifest
     from ceod.overlay import draw_overlay, grid, save_rgb
-    from classifier.inference import load_classifier, predict
+    from ceod.classifier.inference import load_classifier, predict
 
     manifest = read_manifest(data)
     rows = [s for s in manifest.split("test_anti") if s.extra.get("distractor") == "1"][:n]

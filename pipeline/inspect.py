@@ -24,7 +24,7 @@ import numpy as np
 from ceod.errors import CeodError
 from ceod.imageio import ImageDecodeError, decode_image
 from ceod.metrics import percentiles_ms
-from export.runtime import OnnxModel, classify
+from ceod.export.runtime import OnnxModel, classify
 
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".mov", ".m4v", ".webm"}
 _END = object()

@@ -51,7 +51,7 @@ def _from_segmenter(run: Path, cache_dir: Path | None):
         cache = cache_dir / f"aoi_cache_{key}.npz" if cache_dir else None
         if cache is not None and cache.is_file():
             return np.load(cache)["masks"]
-        from segmenter.predict import load_segmenter, predict_masks
+        from ceod.segmenter.predict import load_segmenter, predict_masks
         model, cfg, _ = load_segmenter(run)
         data = load_split(samples, cfg.input_size, progress=True, desc="segmenting")
         masks = predict_masks(model, cfg, data.images)

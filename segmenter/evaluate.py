@@ -11,7 +11,7 @@ from ceod.dataset import load_split, read_manifest
 from ceod.errors import CeodError
 from ceod.metrics import iou_dice
 from ceod.overlay import draw_overlay, grid, save_rgb
-from segmenter.predict import load_segmenter, predict_masks
+from ceod.segmenter.predict import load_segmenter, predict_masks
 
 
 def evaluate_segmenter(run: str | Path, data: str | Path, split: str, split_column: str | None = None,

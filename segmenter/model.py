@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import nn
 
 from ceod.config import ConfigError
-from segmenter.config import SegModelConfig
+from ceod.segmenter.config import SegModelConfig
 
 
 def build_segmenter(cfg: SegModelConfig) -> nn.Module:

@@ -14,8 +14,8 @@ import torch
 from ceod.checkpoint import load_model
 from ceod.dataset import load_split, read_manifest
 from ceod.imageio import normalize, resize_mask
-from segmenter.config import PostprocessConfig, SegmenterConfig
-from segmenter.model import build_segmenter
+from ceod.segmenter.config import PostprocessConfig, SegmenterConfig
+from ceod.segmenter.model import build_segmenter
 
 
 def load_segmenter(run: str | Path) -> tuple[torch.nn.Module, SegmenterConfig, dict[str, Any]]:

@@ -16,9 +16,9 @@ from ceod.metrics import iou_dice
 from ceod.torchdata import SplitDataset
 from ceod.training import FitSpec, ensure_writable, fit, make_loader, seed_everything, write_json
 from ceod.transforms import build_augment
-from segmenter.config import SegmenterConfig
-from segmenter.model import build_segmenter
-from segmenter.predict import predict_masks
+from ceod.segmenter.config import SegmenterConfig
+from ceod.segmenter.model import build_segmenter
+from ceod.segmenter.predict import predict_masks
 
 
 def train_segmenter(cfg: SegmenterConfig, data: str | Path, out: str | Path, seed: int = 0,

@@ -9,7 +9,9 @@ import pytest
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
-CASTING = Path(__file__).resolve().parents[2] / "shared" / "data" / "casting"
+# Tests run from a checkout, beside ../shared; CEOD_CASTING_DATA points elsewhere.
+CASTING = Path(os.environ.get("CEOD_CASTING_DATA",
+                              Path(__file__).resolve().parents[2] / "shared" / "data" / "casting"))
 
 
 @pytest.fixture(scope="session")
@@ -31,13 +33,13 @@ def tiny_classifier_config(**overrides):
     from ceod.config import load_config
     base = {"input_size": 64, "train.epochs": 2, "train.batch_size": 16, "model.width": 8}
     base.update(overrides)
-    from classifier.config import ClassifierConfig
+    from ceod.classifier.config import ClassifierConfig
     return load_config(ClassifierConfig, None, "classifier.yaml", base)
 
 
 @pytest.fixture(scope="session")
 def tiny_classifier_run(tiny_dataset, tmp_path_factory) -> Path:
-    from classifier.train import train_classifier
+    from ceod.classifier.train import train_classifier
     out = tmp_path_factory.mktemp("cls") / "run"
     train_classifier(tiny_classifier_config(), tiny_dataset, out, seed=0, progress=False)
     return out
@@ -46,8 +48,8 @@ def tiny_classifier_run(tiny_dataset, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_segmenter_run(tiny_dataset, tmp_path_factory) -> Path:
     from ceod.config import load_config
-    from segmenter.config import SegmenterConfig
-    from segmenter.train import train_segmenter
+    from ceod.segmenter.config import SegmenterConfig
+    from ceod.segmenter.train import train_segmenter
     cfg = load_config(SegmenterConfig, None, "segmenter.yaml", {
         "input_size": 64, "train.epochs": 1, "train.batch_size": 16, "model.encoder_depth": 3,
         "model.decoder_channels": [32, 16, 8]})
@@ -58,7 +60,7 @@ def tiny_segmenter_run(tiny_dataset, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def exported(tiny_classifier_run, tiny_segmenter_run, tmp_path_factory) -> dict:
-    from export.onnx_export import export_run
+    from ceod.export.onnx_export import export_run
     out = tmp_path_factory.mktemp("onnx")
     reports = {
         "classifier": export_run(tiny_classifier_run, out / "classifier.onnx", heatmap=True),

@@ -7,12 +7,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ceod.distributed import init_distributed, shutdown  # noqa: E402
-from classifier.config import ClsModelConfig, LossConfig  # noqa: E402
-from classifier.loss import CEODLoss  # noqa: E402
-from classifier.model import build_classifier  # noqa: E402
+from ceod.classifier.config import ClsModelConfig, LossConfig  # noqa: E402
+from ceod.classifier.loss import CEODLoss  # noqa: E402
+from ceod.classifier.model import build_classifier  # noqa: E402
 
 
 def fixed_batch(n: int = 8, s: int = 32):

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 
 from ceod.dataset import load_split, read_manifest
-from classifier.evaluate import REPLACEMENTS, replace_outside
+from ceod.classifier.evaluate import REPLACEMENTS, replace_outside
 
 
 def _ceod(*args, check=True):
-    r = subprocess.run([sys.executable, "-m", "pipeline.cli", *args], capture_output=True, text=True)
+    r = subprocess.run([sys.executable, "-m", "ceod.pipeline.cli", *args], capture_output=True, text=True)
     if check and r.returncode != 0:
         raise AssertionError(r.stdout + r.stderr)
     return r

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.cli import main
+from ceod.pipeline.cli import main
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +74,7 @@ def test_user_mistake_is_one_line_and_exit_2(name, files, tiny_dataset, tiny_cla
 
 def test_every_flag_has_help_text():
     import argparse
-    from pipeline.cli import build_parser
+    from ceod.pipeline.cli import build_parser
 
     def walk(parser, path):
         for action in parser._actions:

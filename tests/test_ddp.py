@@ -44,7 +44,7 @@ def test_ddp_gradient_equals_single_process(tmp_path, loss_kind, gradcam):
 
 def _torchrun(*args: str) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-           "--master_port", str(_free_port()), "-m", "pipeline.cli", *args]
+           "--master_port", str(_free_port()), "-m", "ceod.pipeline.cli", *args]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
 

@@ -57,9 +57,9 @@ def test_patch_is_keyed_as_ross_and_aoi_is_its_complement(decoy_mnist):
 
 
 def test_rrr_term_matches_its_definition_and_trains_the_parameters():
-    from classifier.config import ClsModelConfig, LossConfig
-    from classifier.loss import CEODLoss
-    from classifier.model import build_classifier
+    from ceod.classifier.config import ClsModelConfig, LossConfig
+    from ceod.classifier.loss import CEODLoss
+    from ceod.classifier.model import build_classifier
     torch.manual_seed(0)
     model = build_classifier(ClsModelConfig(width=8, downsample=1, head="flatten_linear"), 10, 28)
     x = torch.randn(4, 3, 28, 28, requires_grad=True)
@@ -84,9 +84,9 @@ def test_rrr_term_matches_its_definition_and_trains_the_parameters():
 
 @pytest.mark.parametrize("head", ["gap_linear", "flatten_linear"])
 def test_fast_map_splits_each_logit_exactly_over_positions(head):
-    from classifier.config import ClsModelConfig
-    from classifier.gradcam import class_weights, fast_cam
-    from classifier.model import build_classifier
+    from ceod.classifier.config import ClsModelConfig
+    from ceod.classifier.gradcam import class_weights, fast_cam
+    from ceod.classifier.model import build_classifier
     torch.manual_seed(0)
     model = build_classifier(ClsModelConfig(width=8, downsample=1, head=head), 5, 28).eval()
     logits, feats = model(torch.randn(3, 3, 28, 28), return_features=True)

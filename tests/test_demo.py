@@ -8,7 +8,7 @@ import pytest
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
-    from pipeline.demo import run_demo
+    from ceod.pipeline.demo import run_demo
     out = tmp_path_factory.mktemp("demo") / "quick"
     report = run_demo(out, quick=True)
     return out, report.read_text(), json.loads((out / "facts.json").read_text())
@@ -40,7 +40,7 @@ def test_report_figures_match_the_run(demo):
 
 def test_demo_never_deletes_a_folder_it_did_not_create(tmp_path):
     from ceod.errors import CeodError
-    from pipeline.demo import MARKER, prepare_output
+    from ceod.pipeline.demo import MARKER, prepare_output
     user = tmp_path / "mine"
     user.mkdir()
     (user / "thesis.txt").write_text("years of work")
@@ -50,7 +50,7 @@ def test_demo_never_deletes_a_folder_it_did_not_create(tmp_path):
     # through the CLI, as a user would type it: exit 2, one line, the file survives
     import subprocess
     import sys
-    r = subprocess.run([sys.executable, "-m", "pipeline.cli", "demo", "--quick", "--out", str(user)],
+    r = subprocess.run([sys.executable, "-m", "ceod.pipeline.cli", "demo", "--quick", "--out", str(user)],
                        capture_output=True, text=True)
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
     assert (user / "thesis.txt").is_file()

@@ -5,8 +5,8 @@ import torch
 
 from ceod.checkpoint import load_checkpoint
 from ceod.dataset import load_split, read_manifest
-from export.onnx_export import export_run, parity
-from export.runtime import OnnxModel, RuntimeModelError, create_session
+from ceod.export.onnx_export import export_run, parity
+from ceod.export.runtime import OnnxModel, RuntimeModelError, create_session
 
 
 @pytest.mark.parametrize("kind", ["classifier", "segmenter"])
@@ -70,7 +70,7 @@ def test_named_provider_that_cannot_load_fails(exported):
 
 
 def test_parity_detects_a_mismatch(exported, tiny_classifier_run, tiny_dataset):
-    from export.onnx_export import _torch_model
+    from ceod.export.onnx_export import _torch_model
     payload = load_checkpoint(tiny_classifier_run)
     model, _ = _torch_model(payload, heatmap=True)
     with torch.no_grad():
@@ -87,7 +87,7 @@ def test_fp16_export(tiny_classifier_run, tmp_path):
 
 
 def test_parity_gate_covers_the_heatmap(exported, tiny_classifier_run, tiny_dataset):
-    from export.onnx_export import _torch_model
+    from ceod.export.onnx_export import _torch_model
     payload = load_checkpoint(tiny_classifier_run)
     model, outputs = _torch_model(payload, heatmap=True)
     assert outputs == ["logits", "heatmap"]

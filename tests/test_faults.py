@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from ceod.dataset import DatasetError, check_dataset, load_split, read_manifest
-from pipeline.inspect import Inspector
+from ceod.pipeline.inspect import Inspector
 
 
 def bad_image_bytes(rng: np.random.Generator, good_png: bytes, good_jpg: bytes, tmp) -> list[tuple[str, bytes]]:

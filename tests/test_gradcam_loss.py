@@ -1,10 +1,10 @@
 import pytest
 import torch
 
-from classifier.config import ClsModelConfig, LossConfig
-from classifier.gradcam import fast_cam, general_gradcam, class_weights
-from classifier.loss import CEODLoss, distance
-from classifier.model import build_classifier
+from ceod.classifier.config import ClsModelConfig, LossConfig
+from ceod.classifier.gradcam import fast_cam, general_gradcam, class_weights
+from ceod.classifier.loss import CEODLoss, distance
+from ceod.classifier.model import build_classifier
 
 
 def _model(head="gap_linear", seed=0):
@@ -58,7 +58,7 @@ def test_general_path_on_a_non_linear_head():
     out.total.backward()
     assert torch.isfinite(out.total) and out.term > 0
     assert model.head.proj.weight.grad.abs().sum() > 0 and model.features[0][0].weight.grad.abs().sum() > 0
-    with pytest.raises(ValueError, match="fast needs a gap_linear head"):
+    with pytest.raises(ValueError, match="fast needs a linear head"):
         CEODLoss(LossConfig(gradcam="fast")).term(model, logits, feats, masks, labels)
 
 

@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
-from pipeline.inspect import Inspector
+from ceod.pipeline.inspect import Inspector
 
 STATUS = {"good1.png": "ok", "good2.jpg": "ok", "gray.png": "ok", "rgba.png": "ok", "deep16.png": "ok",
           "empty.png": "error", "random.bin": "error", "truncated.jpg": "error", "notes.txt": "error",
@@ -81,7 +81,7 @@ def test_two_stage_with_segmenter(exported, mixed_folder, tmp_path):
         str(mixed_folder), tmp_path / "l.jsonl", None, 3, live=False)
     assert summary.records == len(STATUS) and summary.errors == 6
     # the classifier sees the image with the outside of the *predicted* AOI blanked (mean colour = 0)
-    from export.runtime import OnnxModel, softmax
+    from ceod.export.runtime import OnnxModel, softmax
     images = [cv2.cvtColor(cv2.imread(str(mixed_folder / n)), cv2.COLOR_BGR2RGB) for n in ("good1.png", "good2.jpg")]
     two_stage, _, _ = Inspector(exported["classifier"], "cpu", segmenter=exported["segmenter"]).infer(images)
     one_stage, _, _ = Inspector(exported["classifier"], "cpu").infer(images)
@@ -93,7 +93,7 @@ def test_two_stage_with_segmenter(exported, mixed_folder, tmp_path):
 
 
 def test_cli_stdout_is_records_only_and_stderr_says_the_provider(exported, mixed_folder):
-    r = subprocess.run([sys.executable, "-m", "pipeline.cli", "inspect", "--model", str(exported["classifier"]),
+    r = subprocess.run([sys.executable, "-m", "ceod.pipeline.cli", "inspect", "--model", str(exported["classifier"]),
                         "--source", str(mixed_folder), "--batch", "2"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     records = [json.loads(line) for line in r.stdout.splitlines()]  # every stdout line is a record
@@ -104,7 +104,7 @@ def test_cli_stdout_is_records_only_and_stderr_says_the_provider(exported, mixed
 
 
 def test_a_source_with_no_input_is_an_error(exported, tmp_path):
-    r = subprocess.run([sys.executable, "-m", "pipeline.cli", "inspect", "--model", str(exported["classifier"]),
+    r = subprocess.run([sys.executable, "-m", "ceod.pipeline.cli", "inspect", "--model", str(exported["classifier"]),
                         "--source", str(tmp_path / "nothing" / "*.png")], capture_output=True, text=True)
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert [line for line in r.stderr.splitlines() if "error" in line] == [
@@ -130,7 +130,7 @@ def test_inspect_cli_imports_no_torch_and_needs_only_base_deps(exported, mixed_f
                 if name.split(".")[0] in BLOCK:
                     raise ImportError(f"{{name}} is not installed on a line PC")
         sys.meta_path.insert(0, Blocker())
-        from pipeline.cli import main
+        from ceod.pipeline.cli import main
         rc = main(["inspect", "--model", r"{exported['classifier']}", "--source", r"{mixed_folder}",
                    "--log", r"{tmp_path / 'cli.jsonl'}", "--batch", "2", "--quiet"])
         assert "torch" not in sys.modules
@@ -144,6 +144,6 @@ def test_inspect_cli_imports_no_torch_and_needs_only_base_deps(exported, mixed_f
 
 def test_model_that_cannot_load_exits_nonzero(tmp_path):
     (tmp_path / "bad.onnx").write_bytes(b"garbage")
-    r = subprocess.run([sys.executable, "-m", "pipeline.cli", "inspect", "--model", str(tmp_path / "bad.onnx"),
+    r = subprocess.run([sys.executable, "-m", "ceod.pipeline.cli", "inspect", "--model", str(tmp_path / "bad.onnx"),
                         "--source", str(tmp_path)], capture_output=True, text=True)
     assert r.returncode == 2 and "cannot load" in r.stderr

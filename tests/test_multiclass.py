@@ -78,7 +78,7 @@ def test_multiclass_metrics_agree_with_scikit_learn():
 
 
 def _ceod(*args: str) -> subprocess.CompletedProcess:
-    r = subprocess.run([sys.executable, "-m", "pipeline.cli", *args], capture_output=True, text=True)
+    r = subprocess.run([sys.executable, "-m", "ceod.pipeline.cli", *args], capture_output=True, text=True)
     if r.returncode != 0:
         raise AssertionError(r.stdout + r.stderr)
     return r

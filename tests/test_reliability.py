@@ -12,8 +12,8 @@ import torch
 from ceod.checkpoint import CheckpointError, load_checkpoint
 from ceod.config import load_config
 from ceod.training import FitSpec, TrainingDiverged, fit
-from classifier.config import ClassifierConfig
-from classifier.train import train_classifier
+from ceod.classifier.config import ClassifierConfig
+from ceod.classifier.train import train_classifier
 
 EPOCHS = 8
 YAML = """input_size: 64
@@ -42,7 +42,7 @@ def test_sigkill_then_resume_matches_uninterrupted(tiny_dataset, tmp_path, cfg_f
     full = train_classifier(cfg, tiny_dataset, tmp_path / "full", seed=5, progress=False)
 
     run = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "train-classifier", "--data", str(tiny_dataset),
+    proc = subprocess.Popen([sys.executable, "-m", "ceod.pipeline.cli", "train-classifier", "--data", str(tiny_dataset),
                              "--out", str(run), "--config", str(cfg_file), "--seed", "5"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 180
@@ -119,10 +119,10 @@ def test_nan_loss_stops_with_step_and_keeps_last_good_checkpoint(tmp_path):
 
 
 def test_unwritable_outputs_fail_at_start(tiny_dataset, tmp_path):
-    r = subprocess.run([sys.executable, "-m", "pipeline.cli", "train-classifier", "--data", str(tiny_dataset),
+    r = subprocess.run([sys.executable, "-m", "ceod.pipeline.cli", "train-classifier", "--data", str(tiny_dataset),
                         "--out", "/proc/ceod-run"], capture_output=True, text=True)
     assert r.returncode == 2 and "cannot write to output folder /proc/ceod-run" in r.stderr
-    from pipeline.inspect import RecordLog
+    from ceod.pipeline.inspect import RecordLog
     from ceod.errors import CeodError
     with pytest.raises(CeodError, match="cannot write the log"):
         RecordLog("/proc/ceod/log.jsonl")

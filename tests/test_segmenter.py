@@ -8,9 +8,9 @@ from ceod.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from ceod.config import from_dict, load_config
 from ceod.dataset import check_dataset, load_split, read_manifest
 from ceod.metrics import iou_dice
-from segmenter.config import PostprocessConfig, SegmenterConfig
-from segmenter.model import build_segmenter
-from segmenter.predict import load_segmenter, postprocess, predict_dataset, predict_masks
+from ceod.segmenter.config import PostprocessConfig, SegmenterConfig
+from ceod.segmenter.model import build_segmenter
+from ceod.segmenter.predict import load_segmenter, postprocess, predict_dataset, predict_masks
 
 
 def _cfg(**over):
@@ -24,7 +24,7 @@ def _cfg(**over):
 
 @pytest.fixture(scope="module")
 def seg_run(tiny_dataset, tmp_path_factory):
-    from segmenter.train import train_segmenter
+    from ceod.segmenter.train import train_segmenter
     out = tmp_path_factory.mktemp("seg") / "run"
     summary = train_segmenter(_cfg(), tiny_dataset, out, seed=0, progress=False)
     return out, summary

@@ -66,8 +66,8 @@ def test_yaml_is_the_one_source_of_defaults():
     import dataclasses
     from ceod.config import CONFIG_DIR, load_config, to_dict
     from ceod.synth import SynthConfig
-    from classifier.config import ClassifierConfig
-    from segmenter.config import SegmenterConfig
+    from ceod.classifier.config import ClassifierConfig
+    from ceod.segmenter.config import SegmenterConfig
     for schema, name in ((ClassifierConfig, "classifier.yaml"), (SegmenterConfig, "segmenter.yaml"),
                          (SynthConfig, "synth.yaml")):
         packaged, in_code = to_dict(load_config(schema, None, name)), to_dict(schema())
@@ -79,7 +79,7 @@ def test_yaml_is_the_one_source_of_defaults():
 
 def test_user_yaml_is_layered_over_the_packaged_one(tmp_path):
     from ceod.config import ConfigError, load_config, parse_sets
-    from classifier.config import ClassifierConfig
+    from ceod.classifier.config import ClassifierConfig
     path = tmp_path / "mine.yaml"
     path.write_text("train: {lr: 0.01}\nloss: {distance: signed_outside}\n")
     cfg = load_config(ClassifierConfig, path, "classifier.yaml", parse_sets(["train.epochs=3", "model.width=16"]))

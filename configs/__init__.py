@@ -1,0 +1,1 @@
+"""The packaged YAML configs (package data; read through importlib.resources)."""

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Install ceod the way users do, outside this checkout, and run it from there (issue: "CI installs
+# the way users do"):
+#   1. build the wheel; install it NON-editable with [train] into a fresh venv; synth, train, export;
+#   2. a second fresh venv with the base install only (the line PC: no torch) runs `ceod inspect`.
+# Prints what it checks; exits non-zero on the first failure. Used by .ci/run after `make test`.
+set -euo pipefail
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/ceod-install-XXXXXX")
+trap 'rm -rf "$WORK"' EXIT
+PY=${PYTHON:-python3}
+export NO_ALBUMENTATIONS_UPDATE=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+step() { echo "== install check: $*"; }
+
+step "build the wheel"
+"$PY" -m pip wheel -q --no-deps -w "$WORK/dist" "$REPO" 2>&1 | grep -v -i "warning\|deprecat\|^\s*$\|!!\|\*\*\*" || true
+WHEEL=$(ls "$WORK"/dist/ceod-*.whl)
+echo "   $(basename "$WHEEL")"
+TOP=$(unzip -Z1 "$WHEEL" | grep -v "dist-info" | cut -d/ -f1 | sort -u | tr '\n' ' ')
+echo "   top-level names in the wheel: $TOP"
+[ "$TOP" = "ceod " ] || { echo "the wheel must expose only 'ceod', it has: $TOP"; exit 1; }
+unzip -Z1 "$WHEEL" | grep -q "ceod/configs/classifier.yaml" || { echo "configs are not in the wheel"; exit 1; }
+
+step "training workstation: fresh venv, pip install 'ceod[train]' (non-editable)"
+"$PY" -m venv "$WORK/train"
+"$WORK/train/bin/pip" install -q "$WHEEL[train]" 2>&1 | grep -v -i "warning" || true
+cd "$WORK"  # nothing from the checkout is importable from here
+T="$WORK/train/bin/ceod"
+"$T" synth line data --preset tiny --seed 0
+"$T" train-classifier --data data --out run --epochs 1 --input-size 64 --set model.width=8 --loss ceod
+"$T" export --model run --out model.onnx --heatmap
+"$WORK/train/bin/python" - <<'PY'
+import ceod.classifier.train, ceod.config
+assert "site-packages" in ceod.classifier.train.__file__, ceod.classifier.train.__file__
+print("   ceod.classifier from", ceod.classifier.train.__file__)
+print("   packaged configs at", ceod.config.CONFIG_DIR)
+PY
+
+step "line PC: fresh venv, pip install ceod (base only: no torch)"
+"$PY" -m venv "$WORK/line"
+"$WORK/line/bin/pip" install -q "$WHEEL" 2>&1 | grep -v -i "warning" || true
+if "$WORK/line/bin/python" -c "import torch" 2>/dev/null; then echo "torch must not be installed on the line PC"; exit 1; fi
+"$WORK/line/bin/ceod" inspect --model model.onnx --source 'data/images/test/*' --batch 4 > records.jsonl
+N_FILES=$(find data/images/test -type f | wc -l)
+N_RECORDS=$(wc -l < records.jsonl)
+echo "   $N_RECORDS records on stdout for $N_FILES images"
+[ "$N_RECORDS" -eq "$N_FILES" ] || exit 1
+"$WORK/line/bin/python" -c "
+import json, sys
+rows = [json.loads(line) for line in open('records.jsonl')]
+assert all(r['status'] == 'ok' and r['verdict'] in ('ok', 'def') for r in rows), rows[:3]
+"
+step "passed"
