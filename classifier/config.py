@@ -59,6 +59,12 @@ class ClassifierConfig(DataConfig):
         if self.loss.gradcam == "fast" and self.model.head == "mlp":
             raise ConfigError("config key 'loss.gradcam': fast needs a linear head (model.head gap_linear or "
                               "flatten_linear); use gradcam: general or auto with head: mlp")
+        if self.model.backbone != "simple":
+            ignored = [k for k, default in (("width", 32), ("norm", "batch"), ("downsample", 3))
+                       if getattr(self.model, k) != default]
+            if ignored:
+                raise ConfigError(f"config key 'model.{ignored[0]}': applies to the simple backbone only "
+                                  f"(backbone is {self.model.backbone}); remove it")
         if self.model.backbone == "simple" and self.input_size % 2 ** self.model.downsample:
             raise ConfigError(f"config key 'input_size': must be a multiple of {2 ** self.model.downsample} "
                               f"for model.downsample {self.model.downsample}")

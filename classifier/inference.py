@@ -16,9 +16,11 @@ from ceod.classifier.gradcam import class_weights, signed_cam, upsample
 from ceod.classifier.model import AnomalyClassifier, build_classifier
 
 
-def load_classifier(run: str | Path) -> tuple[AnomalyClassifier, ClassifierConfig, dict[str, Any]]:
-    """Model (eval mode), its config and checkpoint metadata from a run folder or .pt file."""
-    payload = load_checkpoint(run, "classifier")
+def load_classifier(run: str | Path | None, payload: dict[str, Any] | None = None
+                    ) -> tuple[AnomalyClassifier, ClassifierConfig, dict[str, Any]]:
+    """Model (eval mode), its config and checkpoint metadata from a run folder or .pt file (or
+    from a checkpoint already loaded with ceod.checkpoint.load_checkpoint)."""
+    payload = payload if payload is not None else load_checkpoint(run, "classifier")
     classes = payload["meta"].get("class_names") or ANOMALY_CLASSES
     size = int(payload["config"].get("input_size", 128))
     return load_model(run, "classifier", ClassifierConfig,

@@ -51,25 +51,18 @@ class ClassifierGraph(nn.Module):
 
 
 def _torch_model(payload: dict[str, Any], heatmap: bool) -> tuple[nn.Module, list[str]]:
+    """The model through its own package's loader (the one evaluation uses), wrapped for export."""
     kind = payload["ceod"]["kind"]
     if kind == "classifier":
-        from ceod.config import from_dict
-        from ceod.classifier.config import ClassifierConfig
-        from ceod.classifier.model import build_classifier
-        cfg = from_dict(ClassifierConfig, payload["config"])
-        if heatmap and cfg.model.head == "mlp":
+        from ceod.classifier.inference import load_classifier
+        model, cfg, meta = load_classifier(None, payload)
+        if heatmap and not model.has_linear_head:
             raise CeodError("--heatmap needs a linear head (gap_linear or flatten_linear: the fast CAM path)")
-        classes = tuple(payload["meta"].get("class_names") or ANOMALY_CLASSES)
-        model = build_classifier(cfg.model, len(classes), cfg.input_size)
-        model.load_state_dict(payload["state_dict"])
+        classes = tuple(meta.get("class_names") or ANOMALY_CLASSES)
         graph = ClassifierGraph(model.eval(), heatmap, is_anomaly(classes)).eval()
         return graph, (["logits", "heatmap"] if heatmap else ["logits"])
-    from ceod.config import from_dict
-    from ceod.segmenter.config import SegmenterConfig
-    from ceod.segmenter.model import build_segmenter
-    cfg = from_dict(SegmenterConfig, payload["config"])
-    model = build_segmenter(cfg.model)
-    model.load_state_dict(payload["state_dict"])
+    from ceod.segmenter.predict import load_segmenter
+    model, _, _ = load_segmenter(None, payload)
     return model.eval(), ["aoi_logits"]
 
 

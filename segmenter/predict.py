@@ -18,9 +18,11 @@ from ceod.segmenter.config import PostprocessConfig, SegmenterConfig
 from ceod.segmenter.model import build_segmenter
 
 
-def load_segmenter(run: str | Path) -> tuple[torch.nn.Module, SegmenterConfig, dict[str, Any]]:
-    """(model in eval mode, config, metadata) from a segmenter run folder or .pt file."""
-    return load_model(run, "segmenter", SegmenterConfig, build_segmenter)
+def load_segmenter(run: str | Path | None, payload: dict[str, Any] | None = None
+                   ) -> tuple[torch.nn.Module, SegmenterConfig, dict[str, Any]]:
+    """(model in eval mode, config, metadata) from a segmenter run folder or .pt file (or a
+    checkpoint already loaded)."""
+    return load_model(run, "segmenter", SegmenterConfig, build_segmenter, payload)
 
 
 def postprocess(prob: np.ndarray, cfg: PostprocessConfig) -> np.ndarray:

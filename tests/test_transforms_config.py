@@ -91,3 +91,11 @@ def test_user_yaml_is_layered_over_the_packaged_one(tmp_path):
         parse_sets(["train.lr"])
     with pytest.raises(ConfigError, match="fast needs a linear head"):  # cross-field check at load
         load_config(ClassifierConfig, None, "classifier.yaml", {"model.head": "mlp", "loss.gradcam": "fast"})
+
+
+def test_options_the_backbone_ignores_are_refused_at_load():
+    from ceod.config import ConfigError, load_config
+    from ceod.classifier.config import ClassifierConfig
+    with pytest.raises(ConfigError, match="'model.width': applies to the simple backbone only"):
+        load_config(ClassifierConfig, None, "classifier.yaml", {"model.backbone": "resnet18", "model.width": 16})
+    assert load_config(ClassifierConfig, None, "classifier.yaml", {"model.backbone": "resnet18"}).model.width == 32
