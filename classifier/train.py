@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any, Callable
 
@@ -21,6 +22,8 @@ from ceod.classifier.config import ClassifierConfig
 from ceod.classifier.inference import aoi_attention, predict
 from ceod.classifier.loss import CEODLoss
 from ceod.classifier.model import build_classifier
+
+log = logging.getLogger(__name__)
 
 # (samples, size) -> AOI masks [N,S,S] uint8 {0,1}: where masks come from when not the manifest.
 MaskSource = Callable[[list[Sample], int], np.ndarray]
@@ -53,6 +56,12 @@ def train_classifier(cfg: ClassifierConfig, data: str | Path, out: str | Path, s
         raise ConfigError(f"config keys 'loss.target: {cfg.loss.target}' / 'loss.apply_to: {cfg.loss.apply_to}' "
                           f"need the ok/def classes; this data has {list(classes)}: use target label, "
                           "predicted or all, and apply_to all")
+    missing = int((~train.has_aoi).sum())
+    if missing and mask_source is None and cfg.loss.kind != "ce" and ctx.is_main:
+        first = next(s for s, has in zip(train.samples, train.has_aoi) if not has)
+        log.warning("%d of %d training rows have no AOI mask and no --masks source (first: manifest row %d, %s): "
+                    "the %s term treats them as all-AOI, no constraint. Pass --masks SEGMENTER_RUN to fill them.",
+                    missing, len(train), first.row, first.image.name, cfg.loss.kind)
     masks = mask_source(train.samples, cfg.input_size) if mask_source else train.aoi
     val_masks = mask_source(val.samples, cfg.input_size) if mask_source else val.aoi
     augment = build_augment(cfg.augment)

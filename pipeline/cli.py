@@ -49,6 +49,34 @@ def _synth(a: argparse.Namespace) -> int:
     return 0
 
 
+@command("data-import")
+def _data_import(a: argparse.Namespace) -> int:
+    from ceod.dataset import check_dataset
+    from ceod.importers import ImportOptions, import_dataset
+    labels = {}
+    for item in a.label or []:
+        name, sep, label = item.partition("=")
+        if not sep or not name or not label:
+            raise CeodError(f"--label {item}: expected FOLDER=LABEL, e.g. ok_front=ok")
+        labels[name] = label
+    opt = ImportOptions(labels=labels, split=a.split, default_label=a.default_label,
+                        aoi_categories=set(a.aoi_category or []), hole_labels=set(a.hole_label or ["hole"]),
+                        images=Path(a.images) if a.images else None, defect_classes=a.defect_classes,
+                        skip_bad=a.skip_bad, base=Path(a.base) if a.base else None)
+    summary = import_dataset(a.source, a.out, a.format, opt)
+    print(f"wrote {summary['out']}: {summary['rows']} rows, {summary['with_aoi']} with an AOI"
+          + (f", {summary['filled']} filled from the annotations" if "filled" in summary else "")
+          + (f", {summary['skipped']} broken entries skipped" if summary["skipped"] else ""))
+    report = check_dataset(a.out, progress=False)
+    if not report.ok:
+        for b in report.bad[:5]:
+            print(f"  {b}", file=sys.stderr)
+        raise CeodError(f"the imported dataset fails `ceod data check` ({len(report.bad)} bad rows)")
+    for split in sorted(report.counts):
+        print(f"  {split}: " + ", ".join(f"{n} {k}" for k, n in report.counts[split].items()))
+    return 0
+
+
 @command("data-check")
 def _data_check(a: argparse.Namespace) -> int:
     from ceod.dataset import check_dataset
@@ -276,6 +304,23 @@ def build_parser() -> argparse.ArgumentParser:
     dc = dsub.add_parser("check", help="counts, AOI coverage and every bad row; exit 1 on bad rows")
     dc.add_argument("dataset", help="a dataset folder (manifest.csv and the files it names)")
     dc.add_argument("--split-column", default="split", help="manifest column holding the split (e.g. split_grouped)")
+    di = dsub.add_parser("import", help="write a ceod dataset from class folders, MVTec AD, COCO or LabelMe files",
+                         description="Images are referenced through a `source` link, never copied; AOI masks are "
+                                     "rasterised at each image's own size.")
+    di.add_argument("source", help="the folder (imagefolder, mvtec, labelme) or the COCO .json file")
+    di.add_argument("out", help="a new folder for the dataset")
+    di.add_argument("--from", dest="format", required=True, choices=["imagefolder", "mvtec", "coco", "labelme"],
+                    help="the source's format")
+    di.add_argument("--label", action="append", metavar="FOLDER=LABEL",
+                    help="map a folder (or COCO/LabelMe image folder) name to a label, e.g. ok_front=ok (repeatable)")
+    di.add_argument("--split", default="train", help="split of rows whose path names none (train/val/test folders do)")
+    di.add_argument("--default-label", help="coco/labelme: label of images whose folder maps to none")
+    di.add_argument("--aoi-category", action="append", help="coco/labelme: categories that draw the AOI (default all)")
+    di.add_argument("--hole-label", action="append", help="coco/labelme: categories cut out of the AOI (default hole)")
+    di.add_argument("--images", help="coco: the folder the file_names are relative to (default: the JSON's folder)")
+    di.add_argument("--defect-classes", action="store_true", help="mvtec: each defect type its own class, not def")
+    di.add_argument("--base", help="coco/labelme: fill the AOI cells of this dataset's rows (closes the annotation loop)")
+    di.add_argument("--skip-bad", action="store_true", help="skip broken entries with a warning and a count")
 
     g = sub.add_parser("train-segmenter", help="train the AOI segmenter (smp)")
     g.add_argument("--data", required=True, help="dataset folder; rows with an AOI mask are the targets")
