@@ -53,7 +53,7 @@ class ImportOptions:
 @dataclass
 class _Row:
     image: Path  # absolute
-    label: str
+    label: str | None
     split: str
     group: str = ""
     aoi: np.ndarray | None = None  # uint8 {0,255} at the image's own size
@@ -211,7 +211,7 @@ def _read_coco(path: Path, opt: ImportOptions, problems: _Problems) -> list[_Row
         if broken:
             continue
         label = _label_for(file, root, opt)
-        if label is None:
+        if label is None and opt.base is None:  # with --base the base dataset's labels are kept
             problems.add(where, "no label: pass --label FOLDER=LABEL or --default-label")
             continue
         group = str(im.get("video_id", im.get("group", "")) or "")
@@ -282,7 +282,7 @@ def _read_labelme(root: Path, opt: ImportOptions, problems: _Problems) -> list[_
         if broken:
             continue
         label = _label_for(file, root, opt) or (doc.get("flags") or {}).get("label")
-        if label is None:
+        if label is None and opt.base is None:  # with --base the base dataset's labels are kept
             problems.add(str(path), "no label: pass --label FOLDER=LABEL or --default-label")
             continue
         rows.append(_Row(file, label, _split_of(file.parts[:-1], opt.split), "",

@@ -146,6 +146,16 @@ def _evaluate_segmenter(a: argparse.Namespace) -> int:
     return 0
 
 
+@command("suggest-annotations")
+def _suggest(a: argparse.Namespace) -> int:
+    from ceod.segmenter.suggest import suggest_annotations
+    result = suggest_annotations(a.model, a.data, a.n, a.out, a.split, a.split_column, _filters(a.filter))
+    print(f"{result['suggested']} of {result['candidates']} images without an AOI suggested; pre-annotations: "
+          f"{result['coco']} (COCO) and {result['labelme']}/ (LabelMe); ranking {result['list']}. After correcting, "
+          f"`ceod data import {result['labelme']} NEW --from labelme --base {a.data}` brings them back.")
+    return 0
+
+
 # ------------------------------------------------------------------ classifier
 
 def _filters(items: list[str] | None) -> dict[str, str]:
@@ -341,6 +351,16 @@ def build_parser() -> argparse.ArgumentParser:
     es.add_argument("--data", required=True, help="dataset with annotated AOI masks")
     es.add_argument("--split", default="test", help="split to evaluate (rows with an AOI)")
     _data_args(es)
+
+    sa = sub.add_parser("suggest-annotations", help="rank unannotated images by segmenter uncertainty; write a "
+                                                    "COCO / LabelMe task pre-filled with the predicted AOI")
+    sa.add_argument("--model", required=True, help="a segmenter run folder")
+    sa.add_argument("--data", required=True, help="dataset whose rows without an AOI are the candidates")
+    sa.add_argument("--n", type=int, default=20, help="how many images to suggest")
+    sa.add_argument("--out", required=True, help="a new folder for coco.json, labelme/ and suggestions.csv")
+    sa.add_argument("--split", default="train", help="split to draw candidates from")
+    sa.add_argument("--split-column", help="manifest column holding the split (default: the segmenter's)")
+    sa.add_argument("--filter", action="append", help="COLUMN=VALUE, keep matching rows (repeatable)")
 
     t = sub.add_parser("train-classifier", help="train the anomaly classifier with CE or CEOD")
     t.add_argument("--data", required=True, help="dataset folder (manifest.csv)")
