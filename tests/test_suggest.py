@@ -7,7 +7,6 @@ import json
 import shutil
 
 import cv2
-import numpy as np
 import pytest
 
 from ceod.dataset import check_dataset, read_manifest
