@@ -37,14 +37,25 @@ def fast_cam(model: nn.Module, features: torch.Tensor, weights: torch.Tensor) ->
     return fast_cams(model, features, weights[None])[0]
 
 
+def class_maps(model: nn.Module, features: torch.Tensor) -> torch.Tensor:
+    """Every class's signed map [K,N,h,w]: the exact per-position share of each logit (bias aside)."""
+    head = unwrap(model).head
+    n, c, h, w = features.shape
+    if hasattr(head, "map_size"):  # flatten + linear: a weight per (class, channel, position)
+        weight = head.fc.weight.view(-1, c, h * w).permute(2, 0, 1).contiguous()  # [hw,K,C]
+        maps = torch.bmm(weight, features.flatten(2).permute(2, 1, 0).contiguous())  # [hw,K,N], one GEMM a position
+        return maps.permute(1, 2, 0).reshape(-1, n, h, w)
+    return torch.einsum("kc,nchw->knhw", head.fc.weight, features) / (h * w)
+
+
 def fast_cams(model: nn.Module, features: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """fast_cam for M weightings at once: weights [M,N,K] -> signed maps [M,N,h,w]."""
     head = unwrap(model).head
-    n, c, h, w = features.shape
-    if hasattr(head, "map_size"):  # flatten + linear: a weight per (channel, position)
-        spatial_w = (weights @ head.fc.weight).view(*weights.shape[:2], c, h, w)  # [M,N,C,h,w]
-        return (spatial_w * features[None]).sum(2)
-    return torch.einsum("mnc,nchw->mnhw", weights @ head.fc.weight, features) / (h * w)
+    if len(weights) == 1 and hasattr(head, "map_size"):  # one map an image: weigh the positions directly
+        n, c, h, w = features.shape
+        spatial = (weights[0] @ head.fc.weight).view(n, c, h, w)
+        return (spatial * features).sum(1)[None]
+    return torch.einsum("mnk,knhw->mnhw", weights, class_maps(model, features))
 
 
 def general_gradcam(logits: torch.Tensor, features: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
