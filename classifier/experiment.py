@@ -245,6 +245,8 @@ def run_experiment(out: Path, datasets: list[str], variants: list[str], seeds: l
     """Fixed variants over every seed; each swept family is first trained at every strength on
     the first seed, its strength chosen by `choose_strength`, then trained on every seed."""
     specs = presets(out, casting)
+    for v in [*variants, *(sweeps or {})]:
+        variant_overrides(v)  # fail on a typo before any dataset is made or hours of training start
     tables = {}
     for name in datasets:
         if name not in specs:
@@ -259,8 +261,6 @@ def run_experiment(out: Path, datasets: list[str], variants: list[str], seeds: l
         if name == "decoy-mnist" and not (spec.data / "manifest.csv").is_file():
             from ceod.decoy import synthesize_decoy_mnist
             synthesize_decoy_mnist(spec.data, seed=0, progress=False)
-        for v in [*variants, *(sweeps or {})]:
-            variant_overrides(v)  # fail on a typo before hours of training
         results = [run_one(spec, v, s, out, epochs) for s in seeds for v in variants]
         choices = {}
         for family, strengths in (sweeps or {}).items():
