@@ -431,7 +431,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     x = sub.add_parser("experiment", help="CE vs CEOD variants over seeds, with audit (docs/results.md)")
     x.add_argument("--out", default="runs/experiment", help="results folder; finished runs in it are reused")
-    x.add_argument("--datasets", default="synthetic,casting", help="comma-separated: synthetic, casting, decoy-mnist")
+    x.add_argument("--datasets", default="synthetic", help="comma-separated: synthetic, casting (needs --casting), decoy-mnist")
     x.add_argument("--variants", default="ce,ceod-paper,ceod-outside,ceod-signed,ceod-contrast",
                    help="comma-separated VARIANT or VARIANT@STRENGTH (classifier/experiment.py VARIANTS)")
     x.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
