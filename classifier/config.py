@@ -27,7 +27,8 @@ class ClsModelConfig:
 class LossConfig:
     kind: Literal["ce", "ceod", "rrr"] = "ceod"
     weight: float = 1.0  # w of CEOD; lambda of RRR
-    target: Literal["label", "def", "predicted", "contrast", "all"] = "label"
+    target: Literal["label", "def", "predicted", "contrast", "all", "sampled"] = "label"
+    sampled_classes: int = 2  # target sampled: the true class's map + this many random other classes' maps
     apply_to: Literal["all", "def"] = "all"
     distance: Literal["overlap", "outside_mass", "signed_outside"] = "overlap"
     eps: float = 1e-6
@@ -35,6 +36,8 @@ class LossConfig:
     gradcam: Literal["auto", "fast", "general"] = "auto"
 
     def validate(self) -> None:
+        if self.sampled_classes < 1:
+            raise ConfigError("config key 'loss.sampled_classes': at least 1")
         if self.weight < 0 or self.eps <= 0 or self.warmup_epochs < 0:
             raise ConfigError("config keys 'loss.weight' >= 0, 'loss.eps' > 0, 'loss.warmup_epochs' >= 0")
 

@@ -38,6 +38,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # K classes: every class's map must stay inside the AOI, so no class may read the outside
     "ceod-signed-all": {"loss.kind": "ceod", "loss.target": "all", "loss.distance": "signed_outside",
                         "loss.weight": 1.0, "loss.warmup_epochs": 3},
+    # every class's map in expectation, at the cost of three: the true class + 2 random others a step
+    "ceod-signed-sampled": {"loss.kind": "ceod", "loss.target": "sampled", "loss.distance": "signed_outside",
+                            "loss.weight": 1.0, "loss.warmup_epochs": 3, "loss.sampled_classes": 2},
     "ceod-paper-all": {"loss.kind": "ceod", "loss.target": "all", "loss.distance": "overlap", "loss.weight": 1.0},
     # Ross et al. 2017: the input-gradient penalty (lambda = loss.weight)
     "rrr": {"loss.kind": "rrr", "loss.weight": 10.0},

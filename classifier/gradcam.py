@@ -51,10 +51,11 @@ def class_maps(model: nn.Module, features: torch.Tensor) -> torch.Tensor:
 def fast_cams(model: nn.Module, features: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """fast_cam for M weightings at once: weights [M,N,K] -> signed maps [M,N,h,w]."""
     head = unwrap(model).head
-    if len(weights) == 1 and hasattr(head, "map_size"):  # one map an image: weigh the positions directly
+    if len(weights) <= 4 and hasattr(head, "map_size"):  # a few maps an image: weigh the positions directly
         n, c, h, w = features.shape
-        spatial = (weights[0] @ head.fc.weight).view(n, c, h, w)
-        return (spatial * features).sum(1)[None]
+        one_hot = bool(((weights == 0) | (weights == 1)).all() and (weights.sum(-1) == 1).all())
+        rows = [head.fc.weight[wm.argmax(-1)] if one_hot else wm @ head.fc.weight for wm in weights]  # [N,C*h*w]
+        return torch.stack([(r.view(n, c, h, w) * features).sum(1) for r in rows])
     return torch.einsum("mnk,knhw->mnhw", weights, class_maps(model, features))
 
 

@@ -71,6 +71,10 @@ class CEODLoss(nn.Module):
             return [class_weights(None, labels.float() * 2 - 1, k, n, logits.device)]
         if t == "all":
             return [class_weights(torch.full_like(labels, c), None, k, n, logits.device) for c in range(k)]
+        if t == "sampled":  # an unbiased sample of the other classes' maps each step, at a few maps' cost
+            others = [(labels + torch.randint(1, k, labels.shape, device=labels.device)) % k
+                      for _ in range(min(self.cfg.sampled_classes, k - 1))]
+            return [class_weights(c, None, k, n, logits.device) for c in (labels, *others)]
         classes = {"label": labels, "def": torch.ones_like(labels),
                    "predicted": logits.detach().argmax(1)}[t]
         return [class_weights(classes, None, k, n, logits.device)]

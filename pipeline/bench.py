@@ -136,6 +136,8 @@ def training_cost(input_size: int | None = None, batch: int | None = None, iters
     variants = {"ce": {"kind": "ce"}, "ceod_fast": {"kind": "ceod", "gradcam": "fast"},
                 "ceod_fast_all_classes": {"kind": "ceod", "gradcam": "fast", "target": "all",
                                           "distance": "signed_outside"},
+                "ceod_fast_sampled_classes": {"kind": "ceod", "gradcam": "fast", "target": "sampled",
+                                              "distance": "signed_outside"},
                 "ceod_general": {"kind": "ceod", "gradcam": "general"},
                 "rrr": {"kind": "rrr", "weight": 10.0}}
     g = torch.Generator().manual_seed(0)

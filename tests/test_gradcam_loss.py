@@ -21,7 +21,7 @@ def _batch(n=6, s=32, seed=0):
     return x, masks, labels
 
 
-@pytest.mark.parametrize("target", ["label", "contrast", "all"])
+@pytest.mark.parametrize("target", ["label", "contrast", "all", "sampled"])
 def test_fast_path_equals_general_path(target):
     model = _model()
     model.train()
