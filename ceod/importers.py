@@ -71,6 +71,24 @@ class _Problems:
 
 # ---------------------------------------------------------------- readers
 
+class _AOI:
+    """One image's AOI: shapes merged, shapes of a hole category cut out (a ring's hole stays outside)."""
+
+    def __init__(self, h: int, w: int, hole_labels: set[str]) -> None:
+        self.inside: np.ndarray | None = None
+        self.holes = np.zeros((h, w), np.uint8)
+        self.hole_labels = hole_labels
+
+    def add(self, name: str, mask: np.ndarray) -> None:
+        if name in self.hole_labels:
+            self.holes |= mask
+        else:
+            self.inside = mask if self.inside is None else self.inside | mask
+
+    def mask(self) -> np.ndarray | None:
+        return None if self.inside is None else np.where(self.holes > 0, 0, self.inside).astype(np.uint8)
+
+
 def _images_under(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
                   and not p.name.startswith("."))
@@ -183,7 +201,7 @@ def _read_coco(path: Path, opt: ImportOptions, problems: _Problems) -> list[_Row
         if (im.get("height"), im.get("width")) not in ((None, None), (h, w)):
             problems.add(where, f"annotated size {im.get('width')}x{im.get('height')} differs from the image's {w}x{h}")
             continue
-        aoi, holes, broken = None, np.zeros((h, w), np.uint8), False
+        aoi, broken = _AOI(h, w, opt.hole_labels), False
         for ann in by_image.get(im.get("id"), []):
             awhere = f"{path.name} annotation {ann.get('id')} on {im.get('file_name')}"
             name = names.get(ann.get("category_id"))
@@ -199,15 +217,10 @@ def _read_coco(path: Path, opt: ImportOptions, problems: _Problems) -> list[_Row
                 broken = True
                 continue
             try:
-                mask = _coco_mask(seg, h, w)
+                aoi.add(name, _coco_mask(seg, h, w))
             except Exception as exc:  # noqa: BLE001 - a malformed RLE or polygon
                 problems.add(awhere, f"unreadable segmentation ({type(exc).__name__})")
                 broken = True
-                continue
-            if name in opt.hole_labels:
-                holes |= mask
-            else:
-                aoi = mask if aoi is None else aoi | mask
         if broken:
             continue
         label = _label_for(file, root, opt)
@@ -216,8 +229,7 @@ def _read_coco(path: Path, opt: ImportOptions, problems: _Problems) -> list[_Row
             continue
         group = str(im.get("video_id", im.get("group", "")) or "")
         rows.append(_Row(file, label, _split_of(file.relative_to(root).parts[:-1] if file.is_relative_to(root)
-                                                else (), opt.split), group,
-                         None if aoi is None else np.where(holes > 0, 0, aoi).astype(np.uint8)))
+                                                else (), opt.split), group, aoi.mask()))
     return rows
 
 
@@ -259,7 +271,7 @@ def _read_labelme(root: Path, opt: ImportOptions, problems: _Problems) -> list[_
             problems.add(str(path), f"annotated size {doc.get('imageWidth')}x{doc.get('imageHeight')} differs "
                                     f"from the image's {w}x{h}")
             continue
-        aoi, holes, broken = None, np.zeros((h, w), np.uint8), False
+        aoi, broken = _AOI(h, w, opt.hole_labels), False
         for i, shape in enumerate(shapes):
             name = shape.get("label", "")
             if opt.aoi_categories and name not in opt.aoi_categories and name not in opt.hole_labels:
@@ -270,23 +282,17 @@ def _read_labelme(root: Path, opt: ImportOptions, problems: _Problems) -> list[_
                 broken = True
                 continue
             try:
-                mask = _labelme_shape_mask(shape, h, w)
+                aoi.add(name, _labelme_shape_mask(shape, h, w))
             except ValueError as exc:
                 problems.add(f"{path} shape {i} ({name})", str(exc))
                 broken = True
-                continue
-            if name in opt.hole_labels:
-                holes |= mask
-            else:
-                aoi = mask if aoi is None else aoi | mask
         if broken:
             continue
         label = _label_for(file, root, opt) or (doc.get("flags") or {}).get("label")
         if label is None and opt.base is None:  # with --base the base dataset's labels are kept
             problems.add(str(path), "no label: pass --label FOLDER=LABEL or --default-label")
             continue
-        rows.append(_Row(file, label, _split_of(file.parts[:-1], opt.split), "",
-                         None if aoi is None else np.where(holes > 0, 0, aoi).astype(np.uint8)))
+        rows.append(_Row(file, label, _split_of(file.parts[:-1], opt.split), "", aoi.mask()))
     return rows
 
 
