@@ -285,6 +285,29 @@ def load_split(samples: list[Sample], size: int, skip_bad: bool = False, root: P
     return LoadedSplit([s for s, _ in keep], images, aoi, has_aoi, labels, defects, sizes, tuple(classes))
 
 
+def write_manifest(root: Path, rows: list[dict], columns: Sequence[str] = ("image", "aoi", "split", "label")
+                   ) -> Path:
+    """DATASET/manifest.csv from row dicts; the columns are every key in first-seen order
+    (`columns` when there are no rows)."""
+    names: list[str] = []
+    for row in rows:
+        names += [k for k in row if k not in names]
+    path = Path(root) / "manifest.csv"
+    with path.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=names or list(columns))
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def link_source(out: Path, target: Path) -> Path:
+    """OUT/source -> target: how a derived dataset reaches images it never copies (kept if present)."""
+    link = Path(out) / "source"
+    if not link.exists():
+        os.symlink(Path(target).resolve(), link, target_is_directory=True)
+    return link
+
+
 def fingerprint(samples: list[Sample]) -> str:
     """A short hash of which files, labels and splits a model was trained on (for metadata)."""
     digest = hashlib.sha256()

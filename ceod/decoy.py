@@ -22,13 +22,13 @@ array), so the splits differ only in the patch.
 
 from __future__ import annotations
 
-import csv
 import time
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from ceod.dataset import write_manifest
 from ceod.errors import CeodError
 
 PATCH = 4
@@ -120,10 +120,7 @@ def synthesize_decoy_mnist(out: str | Path, seed: int = 0, progress: bool = True
             cv2.imwrite(str(out / rel), image)
             rows.append({"image": rel, "aoi": f"aoi/{corner or 'full'}.png", "split": split, "label": str(y),
                          "group": int(index), "key": "" if key is None else key, "corner": corner})
-    with (out / "manifest.csv").open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_manifest(out, rows)
     counts = {s: sum(r["split"] == s for r in rows) for s in SPLITS}
     return {"images": len(rows), "counts": counts, "seconds": round(time.perf_counter() - start, 2),
             "out": str(out)}

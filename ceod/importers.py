@@ -15,7 +15,6 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -23,6 +22,7 @@ from typing import Any, Iterable
 import cv2
 import numpy as np
 
+from ceod.dataset import link_source, write_manifest
 from ceod.errors import CeodError
 
 log = logging.getLogger(__name__)
@@ -301,12 +301,6 @@ READERS = {"imagefolder": _read_imagefolder, "mvtec": _read_mvtec, "coco": _read
 
 # ---------------------------------------------------------------- writing
 
-def _link(out: Path, target: Path) -> Path:
-    link = out / "source"
-    os.symlink(target.resolve(), link, target_is_directory=True)
-    return link
-
-
 def import_dataset(source: str | Path, out: str | Path, fmt: str, opt: ImportOptions | None = None) -> dict:
     """Read `source` in format `fmt` and write the dataset `out`; returns a summary with counts."""
     opt = opt or ImportOptions()
@@ -333,7 +327,7 @@ def import_dataset(source: str | Path, out: str | Path, fmt: str, opt: ImportOpt
         return _fill_base(rows, opt.base, out, problems)
     images_root = source if source.is_dir() else (opt.images or source.parent)
     out.mkdir(parents=True, exist_ok=True)
-    link = _link(out, images_root)
+    link = link_source(out, images_root)
     records = []
     for row in rows:
         rel = row.image.resolve().relative_to(images_root.resolve())
@@ -346,7 +340,7 @@ def import_dataset(source: str | Path, out: str | Path, fmt: str, opt: ImportOpt
             str(Path(link.name) / row.defect_mask.resolve().relative_to(images_root.resolve()))
         records.append({"image": str(Path(link.name) / rel), "aoi": aoi_rel, "split": row.split, "label": row.label,
                         "defect_mask": defect, "group": row.group, **row.extra})
-    _write_manifest(out, records)
+    write_manifest(out, records)
     return _summary(records, problems, out)
 
 
@@ -358,7 +352,7 @@ def _fill_base(rows: list[_Row], base: Path, out: Path, problems: _Problems) -> 
         base_rows = list(csv.DictReader(fh))
     annotated = {r.image.resolve(): r for r in rows if r.aoi is not None}
     out.mkdir(parents=True, exist_ok=True)
-    link = _link(out, base)
+    link = link_source(out, base)
     filled = 0
     for record in base_rows:
         rel = record["image"]
@@ -376,20 +370,10 @@ def _fill_base(rows: list[_Row], base: Path, out: Path, problems: _Problems) -> 
         problems.add(str(image), f"annotated image is not a row of {base}")
     if annotated:
         log.warning("%d annotated image(s) are not rows of %s", len(annotated), base)
-    _write_manifest(out, base_rows)
+    write_manifest(out, base_rows)
     summary = _summary(base_rows, problems, out)
     summary["filled"] = filled
     return summary
-
-
-def _write_manifest(out: Path, records: list[dict[str, Any]]) -> None:
-    columns: list[str] = []
-    for r in records:
-        columns += [k for k in r if k not in columns]
-    with (out / "manifest.csv").open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(records)
 
 
 def _summary(records: list[dict[str, Any]], problems: _Problems, out: Path) -> dict:

@@ -8,7 +8,6 @@ on `test` (same correlation), drops on `test_shift` (independent) and fails on `
 
 from __future__ import annotations
 
-import csv
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +16,7 @@ import cv2
 import numpy as np
 
 from ceod.config import ConfigError
+from ceod.dataset import write_manifest
 
 SHAPES = ("plate", "disc", "ring", "bracket")
 MARKS = ("scratch", "pit", "crack", "stain")
@@ -254,11 +254,7 @@ def synthesize(out: str | Path, cfg: SynthConfig, seed: int, preview: bool = Fal
         if preview and len(previews) < 48 and i < 48 // len(SPLITS) + 1:
             previews.append(r)
     out.mkdir(parents=True, exist_ok=True)
-    with (out / "manifest.csv").open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]) if rows else
-                                ["image", "aoi", "split", "label", "defect_mask"])
-        writer.writeheader()
-        writer.writerows(rows)
+    write_manifest(out, rows, ("image", "aoi", "split", "label", "defect_mask"))
     seconds = time.perf_counter() - start
     summary = {"images": len(rows), "seconds": round(seconds, 2), "out": str(out)}
     if preview and previews:

@@ -15,14 +15,13 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ceod.config import load_config
-from ceod.dataset import load_split, read_manifest, select
+from ceod.dataset import link_source, load_split, read_manifest, select, write_manifest
 from ceod.segmenter.config import SegmenterConfig
 from ceod.segmenter.evaluate import evaluate_segmenter
 from ceod.segmenter.predict import load_segmenter
@@ -33,17 +32,13 @@ from ceod.segmenter.train import train_segmenter
 def _write_subset(data: Path, out: Path, annotated: set[int], val: list[int], rows: list[dict]) -> Path:
     """A dataset in the run folder: `source` links to `data`; only annotated rows keep their AOI."""
     out.mkdir(parents=True, exist_ok=True)
-    if not (out / "source").exists():
-        os.symlink(data.resolve(), out / "source", target_is_directory=True)
+    link_source(out, data)
     records = []
     for i, r in enumerate(rows):
         if i in annotated or i in val:
             records.append({"image": f"source/{r['image']}", "aoi": f"source/{r['aoi']}",
                             "split": "val" if i in val else "train", "label": r["label"], "group": r.get("group", "")})
-    with (out / "manifest.csv").open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(records[0]))
-        writer.writeheader()
-        writer.writerows(records)
+    write_manifest(out, records)
     return out
 
 

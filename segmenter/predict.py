@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import os
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +10,7 @@ import numpy as np
 import torch
 
 from ceod.checkpoint import load_model
-from ceod.dataset import load_split, read_manifest
+from ceod.dataset import link_source, load_split, read_manifest, write_manifest
 from ceod.imageio import normalize, resize_mask
 from ceod.segmenter.config import PostprocessConfig, SegmenterConfig
 from ceod.segmenter.model import build_segmenter
@@ -70,9 +68,7 @@ def predict_dataset(run: str | Path, data: str | Path, out: str | Path, split_co
         raise FileExistsError(f"{out} already holds a dataset; choose an empty folder")
     manifest = read_manifest(data, split_column, skip_bad=skip_bad)
     out.mkdir(parents=True, exist_ok=True)
-    link = out / "source"
-    if not link.exists():
-        os.symlink(data.resolve(), link, target_is_directory=True)
+    link_source(out, data)
     rows = []
     from ceod.progress import progress_bar
     for start in progress_bar(range(0, len(manifest.samples), batch), desc="predict-aoi",
@@ -94,8 +90,5 @@ def predict_dataset(run: str | Path, data: str | Path, out: str | Path, split_co
                 row[split_column] = sample.split
                 row["split"] = sample.extra.get("split", sample.split)
             rows.append(row)
-    with (out / "manifest.csv").open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_manifest(out, rows)
     return {"rows": len(rows), "out": str(out)}
