@@ -8,4 +8,3 @@ Floors (imports point down only):
 """
 
 __version__ = "0.1.0"
-CLASS_NAMES: tuple[str, str] = ("ok", "def")  # the default (anomaly) class set; see ceod.classes

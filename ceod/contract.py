@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ceod import __version__
+from ceod.classes import ANOMALY_CLASSES
 from ceod.errors import CeodError
 
 PREFIX = "ceod."
@@ -32,6 +33,11 @@ def model_metadata(kind: str, *, input_size: int, mean: list[float], std: list[f
             "mean": [float(v) for v in mean], "std": [float(v) for v in std], "class_names": list(class_names),
             "threshold": float(threshold), "training_loss": training_loss, "package_version": __version__,
             "data_fingerprint": data_fingerprint, **extra}
+
+
+def class_names(meta: dict[str, Any]) -> tuple[str, ...]:
+    """The class names a model was trained on (ok/def for checkpoints that predate K classes)."""
+    return tuple(meta.get("class_names") or ANOMALY_CLASSES)
 
 
 def to_onnx_props(meta: dict[str, Any]) -> dict[str, str]:

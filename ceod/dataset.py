@@ -16,7 +16,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from ceod.classes import infer_classes
+from ceod.classes import ANOMALY_CLASSES, infer_classes
 from ceod.errors import CeodError
 from ceod.imageio import ImageDecodeError, read_image, read_mask, resize_image, resize_mask
 
@@ -67,7 +67,7 @@ class Manifest:
     bad: list[BadRow]
     split_column: str
     columns: list[str]
-    classes: tuple[str, ...] = ("ok", "def")  # label index -> name
+    classes: tuple[str, ...] = ANOMALY_CLASSES  # label index -> name
 
     def split(self, *names: str) -> list[Sample]:
         wanted = set(names)
@@ -232,7 +232,7 @@ class LoadedSplit:
     labels: np.ndarray  # [N] int64
     defects: np.ndarray | None = None  # [N,S,S] uint8 or None if no row has one
     sizes: np.ndarray | None = None  # [N,2] original (height, width), before resizing
-    classes: tuple[str, ...] = ("ok", "def")
+    classes: tuple[str, ...] = ANOMALY_CLASSES
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -247,7 +247,7 @@ class LoadedSplit:
 
 def load_split(samples: list[Sample], size: int, skip_bad: bool = False, root: Path | None = None,
                progress: bool = False, desc: str = "loading",
-               classes: Sequence[str] = ("ok", "def")) -> LoadedSplit:
+               classes: Sequence[str] = ANOMALY_CLASSES) -> LoadedSplit:
     """Decode and resize rows in parallel threads; bad rows raise or are skipped with a count."""
     if not samples:
         raise DatasetError("no rows to load: check the split name and the --split-column")
@@ -325,7 +325,7 @@ class CheckReport:
     aoi_coverage: dict[str, dict[str, float]]
     bad: list[BadRow]
     rows: int
-    classes: tuple[str, ...] = ("ok", "def")
+    classes: tuple[str, ...] = ANOMALY_CLASSES
 
     @property
     def ok(self) -> bool:

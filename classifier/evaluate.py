@@ -7,7 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from ceod.classes import ANOMALY_CLASSES, decide
+from ceod.classes import decide
+from ceod.contract import class_names
 from ceod.dataset import LoadedSplit, load_split, read_manifest
 from ceod.errors import CeodError
 from ceod.metrics import classification_metrics, nanmean
@@ -20,7 +21,7 @@ REPLACEMENTS = ("swap", "shift", "grey", "noise")
 def load_eval_split(run: str | Path, data: str | Path, split: str, split_column: str | None = None,
                     skip_bad: bool = False):
     model, cfg, meta = load_classifier(run)
-    classes = model_classes(meta)
+    classes = class_names(meta)
     manifest = read_manifest(data, split_column or cfg.split_column, skip_bad=skip_bad, classes=classes)
     rows = manifest.split(split)
     if not rows:
@@ -29,15 +30,11 @@ def load_eval_split(run: str | Path, data: str | Path, split: str, split_column:
     return model, cfg, meta, load_split(rows, cfg.input_size, skip_bad, Path(data), progress=True, classes=classes)
 
 
-def model_classes(meta: dict) -> tuple[str, ...]:
-    """The class names a classifier was trained on (ok/def for checkpoints that predate K classes)."""
-    return tuple(meta.get("class_names") or ANOMALY_CLASSES)
-
 
 def evaluate(model, cfg, meta: dict, data: LoadedSplit, heatmaps: int = 0,
              heatmap_dir: Path | None = None) -> dict[str, Any]:
     """Classification metrics at the calibrated threshold, and aoi_attention (rows with an AOI)."""
-    classes = model_classes(meta)
+    classes = class_names(meta)
     probs, cams = predict(model, data.images, cfg.mean, cfg.std, with_cam=True)
     result = classification_metrics(probs, data.labels, classes, meta["threshold"])
     pred = decide(probs, classes, meta["threshold"])
@@ -109,7 +106,7 @@ def audit(model, cfg, meta: dict, data: LoadedSplit, seed: int = 0,
         raise CeodError("audit needs an AOI mask on every row; run `ceod predict-aoi` first or pick a split "
                         "whose rows all have one")
     threshold = meta["threshold"]
-    classes = model_classes(meta)
+    classes = class_names(meta)
     base, _ = predict(model, data.images, cfg.mean, cfg.std)
     base_pred = decide(base, classes, threshold)
     result: dict[str, Any] = {"threshold": threshold, "n": int(len(data)),

@@ -18,6 +18,7 @@ import numpy as np
 
 from ceod.config import apply_overrides, from_dict, load_config, to_dict
 from ceod.dataset import load_split, read_manifest
+from ceod.contract import class_names
 from ceod.errors import CeodError
 from ceod.classifier.config import ClassifierConfig
 from ceod.classifier.evaluate import audit, evaluate
@@ -152,7 +153,7 @@ def _train_and_evaluate(spec: DatasetSpec, variant: str, seed: int, run: Path, r
     started = time.perf_counter()
     summary = train_classifier(cfg, spec.data, run, seed, max_train_images=spec.max_train_images, progress=False)
     model, cfg, meta = load_classifier(run)
-    manifest = read_manifest(spec.data, spec.split_column, classes=meta["class_names"])
+    manifest = read_manifest(spec.data, spec.split_column, classes=class_names(meta))
     result: dict[str, Any] = {"variant": variant, "seed": seed, "train_seconds": summary["train_seconds"],
                               "step_ms_median": summary["step_ms_median"], "best_epoch": summary["best_epoch"],
                               "val": {k: v for k, v in summary["best"].items() if k.startswith("val_")},

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from ceod.checkpoint import load_checkpoint, load_model
-from ceod.classes import ANOMALY_CLASSES
+from ceod.contract import class_names
 from ceod.imageio import normalize
 from ceod.classifier.config import ClassifierConfig
 from ceod.classifier.gradcam import class_weights, signed_cam, upsample
@@ -21,7 +21,7 @@ def load_classifier(run: str | Path | None, payload: dict[str, Any] | None = Non
     """Model (eval mode), its config and checkpoint metadata from a run folder or .pt file (or
     from a checkpoint already loaded with ceod.checkpoint.load_checkpoint)."""
     payload = payload if payload is not None else load_checkpoint(run, "classifier")
-    classes = payload["meta"].get("class_names") or ANOMALY_CLASSES
+    classes = class_names(payload["meta"])
     size = int(payload["config"].get("input_size", 128))
     return load_model(run, "classifier", ClassifierConfig,
                       lambda m: build_classifier(m, len(classes), size), payload)

@@ -15,9 +15,9 @@ from torch import nn
 from ceod.checkpoint import load_checkpoint
 from ceod.dataset import load_split, read_manifest
 from ceod.errors import CeodError
-from ceod.classes import ANOMALY_CLASSES, decide, is_anomaly
+from ceod.classes import decide, is_anomaly
 from ceod.imageio import normalize
-from ceod.contract import to_onnx_props
+from ceod.contract import class_names, to_onnx_props
 from ceod.export.runtime import OnnxModel, classify, softmax
 
 FP32_TOL = 1e-3  # max abs logit difference
@@ -58,8 +58,7 @@ def _torch_model(payload: dict[str, Any], heatmap: bool) -> tuple[nn.Module, lis
         model, cfg, meta = load_classifier(None, payload)
         if heatmap and not model.has_linear_head:
             raise CeodError("--heatmap needs a linear head (gap_linear or flatten_linear: the fast CAM path)")
-        classes = tuple(meta.get("class_names") or ANOMALY_CLASSES)
-        graph = ClassifierGraph(model.eval(), heatmap, is_anomaly(classes)).eval()
+        graph = ClassifierGraph(model.eval(), heatmap, is_anomaly(class_names(meta))).eval()
         return graph, (["logits", "heatmap"] if heatmap else ["logits"])
     from ceod.segmenter.predict import load_segmenter
     model, _, _ = load_segmenter(None, payload)
@@ -175,7 +174,7 @@ def parity(model: nn.Module, path: Path, images: np.ndarray, meta: dict[str, Any
     diffs = {name: float(np.abs(r - got[name]).max()) for name, r in zip(names, ref)}
     if kind == "classifier":
         t = float(meta["threshold"])
-        agree = float((decide(softmax(ref[0]), meta["class_names"], t) ==
+        agree = float((decide(softmax(ref[0]), class_names(meta), t) ==
                        classify(ort_model, {"logits": got["logits"]})[1]).mean())
     else:
         agree = float(((ref[0] > 0) == (got["aoi_logits"] > 0)).mean())

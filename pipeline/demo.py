@@ -180,9 +180,11 @@ def gradcam_comparison(runs: dict[str, Path], data: Path, path: Path, n: int = 8
         loaded = load_split(rows, cfg.input_size, root=data)
         probs, cams = predict(model, loaded.images, cfg.mean, cfg.std, with_cam=True)
         from ceod.classes import decide
-        pred = decide(probs, meta["class_names"], meta["threshold"])
+        from ceod.contract import class_names
+        names = class_names(meta)
+        pred = decide(probs, names, meta["threshold"])
         for i in range(len(rows)):
-            verdict, truth = meta["class_names"][pred[i]], meta["class_names"][loaded.labels[i]]
+            verdict, truth = names[pred[i]], names[loaded.labels[i]]
             tiles.append(draw_overlay(loaded.images[i], loaded.aoi[i], cams[i],
                                       f"{'CE' if name == 'plain' else 'CEOD'} {truth}->{verdict}",
                                       scale=max(1, 128 // cfg.input_size) * 2))

@@ -21,6 +21,7 @@ from typing import Any, Iterator
 import cv2
 import numpy as np
 
+from ceod.classes import ANOMALY_CLASSES
 from ceod.errors import CeodError
 from ceod.imageio import ImageDecodeError, decode_image
 from ceod.metrics import percentiles_ms
@@ -50,7 +51,7 @@ class Summary:
 
     def as_dict(self) -> dict[str, Any]:
         seconds = time.perf_counter() - self.started
-        return {"records": self.records, **{k: self.verdicts.get(k, 0) for k in ("ok", "def")},
+        return {"records": self.records, **{k: self.verdicts.get(k, 0) for k in ANOMALY_CLASSES},
                 "verdicts": dict(self.verdicts), "errors": self.errors,
                 **percentiles_ms(self.latencies), "seconds": round(seconds, 3),
                 "throughput_per_s": self.records / seconds if seconds > 0 else 0.0,
