@@ -12,6 +12,7 @@ from ceod.contract import class_names
 from ceod.dataset import LoadedSplit, load_split, read_manifest
 from ceod.errors import CeodError
 from ceod.metrics import classification_metrics, nanmean
+from ceod.transforms import swap_background
 from ceod.overlay import draw_overlay, grid, save_rgb
 from ceod.classifier.inference import aoi_attention, load_classifier, predict
 
@@ -84,10 +85,8 @@ def replace_outside(data: LoadedSplit, how: str, seed: int = 0) -> np.ndarray:
         for i in range(n):
             other = np.flatnonzero(data.labels != data.labels[i])
             partner[i] = rng.choice(other) if len(other) else rng.integers(n)
-        donor = images[partner].copy()
-        donor_part = data.aoi[partner][..., None] > 0
-        donor = np.where(donor_part, bg_mean[partner][:, None, None, :], donor)
-        fill = donor
+        return np.stack([swap_background(data.images[i], data.aoi[i], data.images[j], data.aoi[j])
+                         for i, j in enumerate(partner)])
     else:
         raise ValueError(f"unknown replacement {how!r}; choose from {REPLACEMENTS}")
     return np.clip(np.where(inside, images, fill), 0, 255).astype(np.uint8)
