@@ -101,7 +101,7 @@ def run_active(data: Path, out: Path, seeds: list[int], start: int = 10, rounds:
                 manifest = read_manifest(data, "split_grouped")
                 by_row = {s.row - 1: s for s in select(manifest, "train", test_filters)}
                 loaded = load_split([by_row[i] for i in candidates], cfg.input_size, root=data)
-                scores = uncertainty_scores(model, cfg, loaded.images)
+                scores, _ = uncertainty_scores(model, cfg, loaded.images)
                 picked = [candidates[j] for j in np.argsort(-scores, kind="stable")[:per_round]]
                 picked_path.write_text(json.dumps(picked))
             annotated |= set(picked)

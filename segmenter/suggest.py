@@ -24,13 +24,14 @@ from ceod.errors import CeodError
 from ceod.segmenter.predict import load_segmenter, postprocess, predict_probs
 
 
-def uncertainty_scores(model: torch.nn.Module, cfg, images: np.ndarray) -> np.ndarray:
-    """Per image [N]: mean binary entropy of the flip-averaged probability + mean flip disagreement."""
+def uncertainty_scores(model: torch.nn.Module, cfg, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per image [N]: mean binary entropy of the flip-averaged probability + mean flip disagreement;
+    and the plain AOI probabilities [N,S,S] it computed on the way (the pre-annotations' source)."""
     p = predict_probs(model, cfg, images)
     q = predict_probs(model, cfg, np.ascontiguousarray(images[:, :, ::-1]))[:, :, ::-1]
     m = np.clip((p + q) / 2, 1e-6, 1 - 1e-6)
     entropy = -(m * np.log2(m) + (1 - m) * np.log2(1 - m))
-    return entropy.mean((1, 2)) + np.abs(p - q).mean((1, 2))
+    return entropy.mean((1, 2)) + np.abs(p - q).mean((1, 2)), p
 
 
 def _polygons(mask: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -92,13 +93,12 @@ def suggest_annotations(run: str | Path, data: str | Path, n: int, out: str | Pa
     if not rows:
         raise CeodError(f"split '{split}' of {data} has no image without an AOI: nothing to suggest")
     loaded = load_split(rows, cfg.input_size, root=data, progress=True, desc="scoring")
-    scores = uncertainty_scores(model, cfg, loaded.images)
+    scores, probs = uncertainty_scores(model, cfg, loaded.images)
     top = np.argsort(-scores, kind="stable")[:n]
-    probs = predict_probs(model, cfg, loaded.images[top])
     items = []
-    for k, i in enumerate(top):
+    for i in top:
         h, w = (int(v) for v in loaded.sizes[i])
-        mask = cv2.resize(postprocess(probs[k], cfg.postprocess), (w, h), interpolation=cv2.INTER_NEAREST)
+        mask = cv2.resize(postprocess(probs[i], cfg.postprocess), (w, h), interpolation=cv2.INTER_NEAREST)
         items.append({"image": str(loaded.samples[i].image), "score": float(scores[i]), "mask": mask})
     files = write_task(items, data, out)
     return {"candidates": len(rows), "suggested": len(items), **files,
