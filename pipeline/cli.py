@@ -53,12 +53,7 @@ def _synth(a: argparse.Namespace) -> int:
 def _data_import(a: argparse.Namespace) -> int:
     from ceod.dataset import check_dataset
     from ceod.importers import ImportOptions, import_dataset
-    labels = {}
-    for item in a.label or []:
-        name, sep, label = item.partition("=")
-        if not sep or not name or not label:
-            raise CeodError(f"--label {item}: expected FOLDER=LABEL, e.g. ok_front=ok")
-        labels[name] = label
+    labels = _key_values(a.label, "--label", "FOLDER=LABEL, e.g. ok_front=ok", empty_value=False)
     opt = ImportOptions(labels=labels, split=a.split, default_label=a.default_label,
                         aoi_categories=set(a.aoi_category or []), hole_labels=set(a.hole_label or ["hole"]),
                         images=Path(a.images) if a.images else None, defect_classes=a.defect_classes,
@@ -158,14 +153,19 @@ def _suggest(a: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------ classifier
 
-def _filters(items: list[str] | None) -> dict[str, str]:
+def _key_values(items: list[str] | None, flag: str, example: str, empty_value: bool = True) -> dict[str, str]:
+    """Repeated `FLAG KEY=VALUE` options -> {KEY: VALUE}, with a one-line error naming the flag."""
     out = {}
     for item in items or []:
-        if "=" not in item:
-            raise CeodError(f"--filter {item}: expected COLUMN=VALUE, e.g. aoi_status=ok")
-        k, v = item.split("=", 1)
-        out[k] = v
+        key, sep, value = item.partition("=")
+        if not sep or not key or not (value or empty_value):
+            raise CeodError(f"{flag} {item}: expected {example}")
+        out[key] = value
     return out
+
+
+def _filters(items: list[str] | None) -> dict[str, str]:
+    return _key_values(items, "--filter", "COLUMN=VALUE, e.g. aoi_status=ok")
 
 
 def _classifier_config(a: argparse.Namespace):
@@ -274,14 +274,14 @@ def _demo(a: argparse.Namespace) -> int:
 def _experiment(a: argparse.Namespace) -> int:
     from ceod.classifier.experiment import run_experiment
     sweeps = {}
-    for item in a.sweep or []:
-        family, _, values = item.partition("=")
+    for family, values in _key_values(a.sweep, "--sweep", "FAMILY=S1,S2,... e.g. rrr=1,10,100",
+                                      empty_value=False).items():
         try:
             sweeps[family] = [float(v) for v in values.split(",") if v]
         except ValueError:
-            raise CeodError(f"--sweep {item}: expected FAMILY=S1,S2,... e.g. rrr=1,10,100") from None
+            raise CeodError(f"--sweep {family}={values}: the strengths must be numbers, e.g. {family}=1,10,100") from None
         if not sweeps[family]:
-            raise CeodError(f"--sweep {item}: give at least one strength, e.g. {family}=1,10,100")
+            raise CeodError(f"--sweep {family}={values}: give at least one strength, e.g. {family}=1,10,100")
     run_experiment(Path(a.out), a.datasets.split(","), [v for v in a.variants.split(",") if v],
                    [int(s) for s in a.seeds.split(",")], a.epochs, sweeps,
                    Path(a.casting) if a.casting else None, a.tolerance)
