@@ -106,7 +106,18 @@ def end_to_end(classifier: str, images: str, provider: str, batch: int, model_on
             "ratio": summary["throughput_per_s"] / model_only, "providers": summary["providers"]}
 
 
-TRAINING_PRESETS = {"default": ({}, 2), "decoy-mnist": ("DECOY", 10)}
+TRAINING_PRESETS = ("default", "decoy-mnist")
+
+
+def _training_preset(preset: str) -> tuple[dict[str, Any], int]:
+    """(config overrides, number of classes) of the model a training-step preset times."""
+    if preset == "default":
+        return {}, 2
+    if preset == "decoy-mnist":
+        from ceod.classifier.experiment import DECOY_OVERRIDES
+        return {k: v for k, v in DECOY_OVERRIDES.items()
+                if k.startswith("model.") or k in ("input_size", "train.batch_size")}, 10
+    raise CeodError(f"unknown training preset {preset!r}; choose from {list(TRAINING_PRESETS)}")
 
 
 def training_cost(input_size: int | None = None, batch: int | None = None, iters: int = 8, warmup: int = 2,
@@ -123,13 +134,7 @@ def training_cost(input_size: int | None = None, batch: int | None = None, iters
     from ceod.classifier.loss import CEODLoss
     from ceod.classifier.model import build_classifier
 
-    if preset not in TRAINING_PRESETS:
-        raise CeodError(f"unknown training preset {preset!r}; choose from {list(TRAINING_PRESETS)}")
-    overrides, classes = TRAINING_PRESETS[preset]
-    if overrides == "DECOY":
-        from ceod.classifier.experiment import DECOY_OVERRIDES
-        overrides = {k: v for k, v in DECOY_OVERRIDES.items()
-                     if k.startswith("model.") or k in ("input_size", "train.batch_size")}
+    overrides, classes = _training_preset(preset)
     base = load_config(ClassifierConfig, None, "classifier.yaml", {"model.backbone": backbone, **overrides})
     input_size = input_size or base.input_size
     batch = batch or base.train.batch_size
