@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ceod.classifier.config import LossConfig
-from ceod.classifier.gradcam import class_weights, fast_cams, normalise, signed_cam, upsample
+from ceod.classifier.gradcam import class_weights, fast_cams, normalise, signed_cam, unwrap, upsample
 
 
 def distance(signed: torch.Tensor, mask: torch.Tensor, kind: str, eps: float) -> torch.Tensor:
@@ -86,7 +86,7 @@ class CEODLoss(nn.Module):
         if not keep.any():
             return logits.sum() * 0.0
         targets = self.targets(logits, labels)
-        if self._fast(model):  # every map in one einsum: `all` costs about what one map costs
+        if self._fast(model):  # forward-only maps (1.02x CE's step for one map, 1.24x for all ten: docs/results.md §8)
             weights = torch.stack(targets)  # [M,N,K]
             cams = fast_cams(model, features, weights)
         else:
@@ -121,5 +121,4 @@ class CEODLoss(nn.Module):
         return LossOutput(ce + w * term, ce, term, w)
 
     def _fast(self, model: nn.Module) -> bool:
-        from ceod.classifier.gradcam import unwrap
         return unwrap(model).has_linear_head and self.cfg.gradcam != "general"
