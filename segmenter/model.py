@@ -21,13 +21,14 @@ def build_segmenter(cfg: SegModelConfig) -> nn.Module:
     except (KeyError, ValueError) as exc:
         raise ConfigError(f"config key 'model': smp cannot build arch={cfg.arch!r} "
                           f"encoder={cfg.encoder!r}: {exc}") from None
-    return freeze_unused(model)
+    return model
 
 
 def freeze_unused(model: nn.Module, size: int = 64) -> nn.Module:
     """smp keeps the encoder stages below encoder_depth (resnet18 at depth 4 keeps layer4) although
     forward never reaches them; DDP refuses parameters that get no gradient. One dry pass in eval
-    mode (no BatchNorm statistics change) finds them, and they stop requiring gradients."""
+    mode (no BatchNorm statistics change) finds them, and they stop requiring gradients. Training
+    calls it; loading a model for inference has no need to."""
     import torch
     was = model.training
     model.eval()

@@ -17,7 +17,7 @@ from ceod.torchdata import SplitDataset
 from ceod.training import FitSpec, ensure_writable, fit, make_loader, seed_everything, write_json
 from ceod.transforms import build_augment
 from ceod.segmenter.config import SegmenterConfig
-from ceod.segmenter.model import build_segmenter
+from ceod.segmenter.model import build_segmenter, freeze_unused
 from ceod.segmenter.predict import predict_masks
 
 
@@ -37,7 +37,7 @@ def train_segmenter(cfg: SegmenterConfig, data: str | Path, out: str | Path, see
     augment = build_augment(cfg.augment)
     dataset = SplitDataset(train, tuple(cfg.mean), tuple(cfg.std), augment)
     loader = make_loader(dataset, cfg.train.batch_size, seed, ctx)
-    model = build_segmenter(cfg.model)
+    model = freeze_unused(build_segmenter(cfg.model))
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(cfg.train.epochs * len(loader), 1))
     dice = smp.losses.DiceLoss(mode="binary", from_logits=True)
