@@ -152,7 +152,9 @@ def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 
 def _read_yaml(path: Path) -> dict[str, Any]:
     if not path.is_file():
-        raise ConfigError(f"config file not found: {path} (pass --config PATH to a YAML file)")
+        names = sorted(p.stem.partition("-")[2] for p in CONFIG_DIR.glob("*-*.yaml"))
+        raise ConfigError(f"config file not found: {path} (pass --config PATH to a YAML file, "
+                          f"or a packaged layer's name: {', '.join(names)})")
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
@@ -162,11 +164,21 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
+def _layer_path(path: str | Path, default_name: str) -> Path:
+    """A YAML file, or the name of a packaged layer: `--config paper` is configs/classifier-paper.yaml
+    for the classifier (the paper's form of the loss), `--config casting` configs/segmenter-casting.yaml."""
+    given = Path(path)
+    if given.is_file():
+        return given
+    packaged = CONFIG_DIR / f"{Path(default_name).stem}-{path}.yaml"
+    return packaged if packaged.is_file() else given
+
+
 def load_config(schema: type[T], path: str | Path | None, default_name: str,
                 overrides: dict[str, Any] | None = None) -> T:
     """The packaged `configs/<default_name>` (the one source of defaults), a user YAML layered on it
     (only the keys it sets change), then dotted overrides (CLI flags, --set)."""
-    cfg_path = Path(path) if path else CONFIG_DIR / default_name
+    cfg_path = _layer_path(path, default_name) if path else CONFIG_DIR / default_name
     data = _read_yaml(CONFIG_DIR / default_name)
     if path:
         data = merge(data, _read_yaml(cfg_path))

@@ -44,6 +44,8 @@ class Sample:
     label: int  # index into the manifest's (or the model's) class names
     defect_mask: Path | None = None
     extra: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
+    # the same scene without the part (the synthetic line renders it): the audit's clean swap donor
+    background: Path | None = None
 
 
 @dataclass
@@ -148,7 +150,7 @@ def read_manifest(root: str | Path, split_column: str = "split", skip_bad: bool 
                 raise _Bad(image_rel, f"label {label!r} is not one of {list(classes)} (the classes come "
                            "from the training split's labels or the config's `classes`)")
             paths: dict[str, Path | None] = {}
-            for column in ("image", "aoi", "defect_mask"):
+            for column in ("image", "aoi", "defect_mask", "background"):
                 rel = (row.get(column) or "").strip()
                 if not rel:
                     if column == "image" or (column == "aoi" and require_aoi):
@@ -164,9 +166,9 @@ def read_manifest(root: str | Path, split_column: str = "split", skip_bad: bool 
         except _Bad as exc:
             bad.append(BadRow(index, exc.file, exc.reason))
             continue
-        extra = {k: v for k, v in row.items() if k not in ("image", "aoi", "label", "defect_mask")}
+        extra = {k: v for k, v in row.items() if k not in ("image", "aoi", "label", "defect_mask", "background")}
         samples.append(Sample(index, paths["image"], paths["aoi"], (row.get(split_column) or "").strip(),
-                              index_of[label], paths["defect_mask"], extra))
+                              index_of[label], paths["defect_mask"], extra, paths["background"]))
     if not collect_only:
         _fail(bad, skip_bad, f"in {manifest_path}")
     return Manifest(root, samples, bad, split_column, columns, classes)
@@ -233,6 +235,7 @@ class LoadedSplit:
     defects: np.ndarray | None = None  # [N,S,S] uint8 or None if no row has one
     sizes: np.ndarray | None = None  # [N,2] original (height, width), before resizing
     classes: tuple[str, ...] = ANOMALY_CLASSES
+    backgrounds: np.ndarray | None = None  # [N,S,S,3] uint8, each scene without its part, or None
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -242,22 +245,30 @@ class LoadedSplit:
         return LoadedSplit([self.samples[i] for i in idx], self.images[idx], self.aoi[idx],
                            self.has_aoi[idx], self.labels[idx],
                            None if self.defects is None else self.defects[idx],
-                           None if self.sizes is None else self.sizes[idx], self.classes)
+                           None if self.sizes is None else self.sizes[idx], self.classes,
+                           None if self.backgrounds is None else self.backgrounds[idx])
 
 
 def load_split(samples: list[Sample], size: int, skip_bad: bool = False, root: Path | None = None,
                progress: bool = False, desc: str = "loading",
-               classes: Sequence[str] = ANOMALY_CLASSES) -> LoadedSplit:
-    """Decode and resize rows in parallel threads; bad rows raise or are skipped with a count."""
+               classes: Sequence[str] = ANOMALY_CLASSES, with_backgrounds: bool = True) -> LoadedSplit:
+    """Decode and resize rows in parallel threads; bad rows raise or are skipped with a count.
+    Rows' part-free backgrounds (a `background` column) are loaded too when every row has one."""
+    with_backgrounds = with_backgrounds and all(s.background is not None for s in samples)
     if not samples:
         raise DatasetError("no rows to load: check the split name and the --split-column")
 
     def work(sample: Sample):
         try:
             image, aoi, defect = load_sample(sample, None, root)
+            background = None
+            if sample.background is not None and with_backgrounds:
+                background = resize_image(read_image(sample.background), size)
+        except ImageDecodeError as exc:
+            return DatasetError(str(BadRow(sample.row, _rel(sample, sample.background, root), str(exc))))
         except DatasetError as exc:
             return exc
-        return (*_resized(image, aoi, defect, size), image.shape[:2])
+        return (*_resized(image, aoi, defect, size), image.shape[:2], background)
 
     with ThreadPoolExecutor(max_workers=4) as pool:
         results = pool.map(work, samples)
@@ -282,7 +293,9 @@ def load_split(samples: list[Sample], size: int, skip_bad: bool = False, root: P
                if any_defect else None)
     labels = np.array([s.label for s, _ in keep], dtype=np.int64)
     sizes = np.array([r[3] for _, r in keep], dtype=np.int64)
-    return LoadedSplit([s for s, _ in keep], images, aoi, has_aoi, labels, defects, sizes, tuple(classes))
+    backgrounds = np.stack([r[4] for _, r in keep]) if with_backgrounds else None
+    return LoadedSplit([s for s, _ in keep], images, aoi, has_aoi, labels, defects, sizes, tuple(classes),
+                       backgrounds)
 
 
 def write_manifest(root: Path, rows: list[dict], columns: Sequence[str] = ("image", "aoi", "split", "label")

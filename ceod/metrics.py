@@ -24,8 +24,10 @@ def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
     return float((ranks[labels].sum() - pos * (pos + 1) / 2) / (pos * neg))
 
 
-def binary_metrics(scores: np.ndarray, labels: np.ndarray, threshold: float) -> dict[str, float]:
-    """`def` is the positive class; a score >= threshold means def."""
+def binary_metrics(scores: np.ndarray, labels: np.ndarray, threshold: float,
+                   ranking: np.ndarray | None = None) -> dict[str, float]:
+    """`def` is the positive class; a score >= threshold means def. AUROC ranks by `ranking` when
+    given (a score in the same order that does not saturate, e.g. log P(def))."""
     labels = np.asarray(labels).astype(bool)
     pred = np.asarray(scores) >= threshold
     tp = int((pred & labels).sum())
@@ -39,7 +41,7 @@ def binary_metrics(scores: np.ndarray, labels: np.ndarray, threshold: float) -> 
     return {"accuracy": (tp + tn) / max(len(labels), 1),
             "balanced_accuracy": float(np.nanmean([recall, specificity])),
             "precision": precision, "recall": recall, "f1": f1,
-            "auroc": auroc(scores, labels), "threshold": float(threshold),
+            "auroc": auroc(scores if ranking is None else ranking, labels), "threshold": float(threshold),
             "confusion": [[tn, fp], [fn, tp]]}
 
 
@@ -105,8 +107,8 @@ def nanmean(values: np.ndarray) -> float:
     return float(v.mean()) if v.size else float("nan")
 
 
-def multiclass_metrics(probs: np.ndarray, labels: np.ndarray, classes: list[str] | tuple[str, ...]
-                       ) -> dict[str, object]:
+def multiclass_metrics(probs: np.ndarray, labels: np.ndarray, classes: list[str] | tuple[str, ...],
+                       ranking: np.ndarray | None = None) -> dict[str, object]:
     """Argmax decisions over K classes: accuracy, balanced accuracy (mean per-class recall),
     macro-F1 over the classes present, per-class recall, K x K confusion (rows = truth), and the
     macro one-vs-rest AUROC."""
@@ -123,7 +125,8 @@ def multiclass_metrics(probs: np.ndarray, labels: np.ndarray, classes: list[str]
     f1 = np.where(precision + np.nan_to_num(recall) > 0,
                   2 * precision * np.nan_to_num(recall) / np.maximum(precision + np.nan_to_num(recall), 1e-12), 0.0)
     present = support > 0
-    aurocs = [auroc(probs[:, c], labels == c) for c in range(k) if present[c] and (~(labels == c)).any()]
+    rank = probs if ranking is None else np.asarray(ranking, float)
+    aurocs = [auroc(rank[:, c], labels == c) for c in range(k) if present[c] and (~(labels == c)).any()]
     return {"accuracy": float((pred == labels).mean()) if len(labels) else float("nan"),
             "balanced_accuracy": nanmean(recall),
             "macro_f1": float(f1[present].mean()) if present.any() else float("nan"),
@@ -132,11 +135,25 @@ def multiclass_metrics(probs: np.ndarray, labels: np.ndarray, classes: list[str]
             "confusion": confusion.tolist()}
 
 
-def classification_metrics(probs: np.ndarray, labels: np.ndarray, classes, threshold: float = 0.5
-                           ) -> dict[str, object]:
-    """ok/def: the binary figures at the calibrated threshold on P(def); K classes: argmax figures."""
+def classification_metrics(probs: np.ndarray, labels: np.ndarray, classes, threshold: float = 0.5,
+                           log_probs: np.ndarray | None = None) -> dict[str, object]:
+    """ok/def: the binary figures at the calibrated threshold on P(def); K classes: argmax figures.
+
+    `log_probs` (log-softmax, same shape as probs), when given, ranks the AUROC by each class's
+    log-odds: softmax in float32 rounds every P(def) above 1 - 6e-8 to exactly 1.0 (and log P(def)
+    to 0.0), so a confident model's scores tie and its AUROC drifts towards 0.5 whatever it ranks.
+    The log-odds, log P(c) - log sum_{j != c} P(j), is the logit margin and does not saturate."""
     from ceod.classes import is_anomaly
     probs = np.asarray(probs)
+    ranking = None if log_probs is None else log_odds(log_probs)
     if is_anomaly(classes):
-        return binary_metrics(probs[:, 1], labels, threshold)
-    return multiclass_metrics(probs, labels, classes)
+        return binary_metrics(probs[:, 1], labels, threshold, None if ranking is None else ranking[:, 1])
+    return multiclass_metrics(probs, labels, classes, ranking)
+
+
+def log_odds(log_probs: np.ndarray) -> np.ndarray:
+    """[N,K] log P(c) - log(sum of the other classes' P), from log-probabilities."""
+    lp = np.asarray(log_probs, np.float64)
+    k = lp.shape[1]
+    others = np.stack([np.logaddexp.reduce(np.delete(lp, c, axis=1), axis=1) for c in range(k)], 1)
+    return lp - others

@@ -13,10 +13,16 @@ class TrainConfig:
     batch_size: int = 32
     lr: float = 0.002
     weight_decay: float = 0.0001
+    # 0: keep the epoch with the best validation score; k > 0: keep the mean of the last k
+    # epochs' weights (for validation sets too small or too noisy to pick an epoch by)
+    average_last: int = 0
 
     def validate(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
             raise ConfigError("config keys 'train.epochs', 'train.batch_size' must be >= 1 and 'train.lr' > 0")
+        if not 0 <= self.average_last <= self.epochs:
+            raise ConfigError(f"config key 'train.average_last': between 0 (keep the best validation epoch) "
+                              f"and train.epochs ({self.epochs}), got {self.average_last}")
 
 
 @dataclass

@@ -168,12 +168,14 @@ class Rendered:
     defect: np.ndarray | None  # uint8 {0,255}
     distractor: np.ndarray | None  # uint8 {0,255}, kept for previews
     shape: str
+    background: np.ndarray | None = None  # uint8 RGB: the same scene without the part (no shadow)
 
 
 def render(cfg: SynthConfig, rng: np.random.Generator, is_def: bool, with_distractor: bool) -> Rendered:
     """One image of the line."""
     s = cfg.size
     img = _conveyor(rng, s)
+    background = img.copy()  # the scene as it would be without the part: the audit's clean donor
     shape = cfg.shapes[rng.integers(len(cfg.shapes))]
     part = _part_mask(rng, s, shape)
     # Cast shadow: the silhouette shifted down-right, blurred, darkening the belt.
@@ -207,14 +209,19 @@ def render(cfg: SynthConfig, rng: np.random.Generator, is_def: bool, with_distra
             if profile is None:
                 continue
             sign = -1.0 if kind in ("pit", "crack") or rng.random() < 0.6 else 1.0
-            img += sign * rng.uniform(*cfg.distractor_contrast) * profile
+            mark = sign * rng.uniform(*cfg.distractor_contrast) * profile
+            img += mark
+            background += mark
             total = np.maximum(total, profile)
         distractor = ((total > 0.25) * 255).astype(np.uint8)
-    img += rng.normal(0, 0.012, img.shape).astype(np.float32)  # sensor noise
-    gray = np.clip(img * 255, 0, 255).astype(np.uint8)
+    noise = rng.normal(0, 0.012, img.shape).astype(np.float32)  # sensor noise
     tint = np.array([1.0, 1.0, rng.uniform(0.92, 1.0)], np.float32)  # a slightly warm light
-    rgb = np.clip(gray[..., None] * tint, 0, 255).astype(np.uint8)
-    return Rendered(rgb, part * 255, defect, distractor, shape)
+
+    def to_rgb(scene: np.ndarray) -> np.ndarray:
+        gray = np.clip((scene + noise) * 255, 0, 255).astype(np.uint8)
+        return np.clip(gray[..., None] * tint, 0, 255).astype(np.uint8)
+
+    return Rendered(to_rgb(img), part * 255, defect, distractor, shape, to_rgb(background))
 
 
 # ---------------------------------------------------------------- writing
@@ -240,21 +247,23 @@ def synthesize(out: str | Path, cfg: SynthConfig, seed: int, preview: bool = Fal
         r = render(cfg, rng, is_def, with_distractor)
         label = "def" if is_def else "ok"
         stem = f"{split}/{label}/{split}_{i:05d}"
-        for folder in ("images", "aoi") + (("defects",) if r.defect is not None else ()):
+        for folder in ("images", "aoi", "backgrounds") + (("defects",) if r.defect is not None else ()):
             (out / folder / split / label).mkdir(parents=True, exist_ok=True)
         cv2.imwrite(str(out / "images" / f"{stem}.png"), cv2.cvtColor(r.image, cv2.COLOR_RGB2BGR), png)
         cv2.imwrite(str(out / "aoi" / f"{stem}.png"), r.aoi, png)
+        cv2.imwrite(str(out / "backgrounds" / f"{stem}.png"), cv2.cvtColor(r.background, cv2.COLOR_RGB2BGR), png)
         defect_rel = ""
         if r.defect is not None:
             defect_rel = f"defects/{stem}.png"
             cv2.imwrite(str(out / defect_rel), r.defect, png)
         rows.append({"image": f"images/{stem}.png", "aoi": f"aoi/{stem}.png", "split": split,
-                     "label": label, "defect_mask": defect_rel, "shape": r.shape,
+                     "label": label, "defect_mask": defect_rel, "background": f"backgrounds/{stem}.png",
+                     "shape": r.shape,
                      "distractor": int(with_distractor)})
         if preview and len(previews) < 48 and i < 48 // len(SPLITS) + 1:
             previews.append(r)
     out.mkdir(parents=True, exist_ok=True)
-    write_manifest(out, rows, ("image", "aoi", "split", "label", "defect_mask"))
+    write_manifest(out, rows, ("image", "aoi", "split", "label", "defect_mask", "background"))
     seconds = time.perf_counter() - start
     summary = {"images": len(rows), "seconds": round(seconds, 2), "out": str(out)}
     if preview and previews:

@@ -8,14 +8,16 @@ from torch.utils.data import Dataset
 
 from ceod.dataset import LoadedSplit
 from ceod.imageio import normalize
-from ceod.transforms import apply_augment, swap_background
+from ceod.transforms import apply_augment, clean_background, swap_background
 
 
 class SplitDataset(Dataset):
     """Yields (image [3,S,S] float, aoi [1,S,S] float, label, index).
 
     `background_swap` > 0: with that probability an image keeps its AOI and takes the outside of
-    a random other training image (mask-driven background augmentation, zero inference cost).
+    a random other training image (mask-driven background augmentation, zero inference cost),
+    whose part is removed first: its rendered part-free background where the data has one, else
+    inpainted once and kept (a donor is drawn many times over the epochs).
     Draws use numpy's global generator, which the training loop reseeds every epoch."""
 
     def __init__(self, data: LoadedSplit, mean: tuple[float, ...], std: tuple[float, ...],
@@ -23,15 +25,23 @@ class SplitDataset(Dataset):
         self.data, self.mean, self.std, self.augment = data, mean, std, augment
         self.masks = data.aoi if masks is None else masks
         self.background_swap = background_swap
+        self._clean: dict[int, np.ndarray] = {}
 
     def __len__(self) -> int:
         return len(self.data)
+
+    def _background(self, j: int) -> np.ndarray:
+        if self.data.backgrounds is not None:
+            return self.data.backgrounds[j]
+        if j not in self._clean:
+            self._clean[j] = clean_background(self.data.images[j], self.masks[j])
+        return self._clean[j]
 
     def __getitem__(self, i: int):
         image = self.data.images[i]
         if self.background_swap and len(self.data) > 1 and np.random.random() < self.background_swap:
             j = (i + np.random.randint(1, len(self.data))) % len(self.data)
-            image = swap_background(image, self.masks[i], self.data.images[j], self.masks[j])
+            image = swap_background(image, self.masks[i], self.data.images[j], self.masks[j], self._background(j))
         image, (mask,) = apply_augment(self.augment, image, [self.masks[i]])
         x = torch.from_numpy(normalize(image[None], self.mean, self.std)[0])
         m = torch.from_numpy(np.ascontiguousarray(mask, dtype=np.float32))[None]

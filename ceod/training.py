@@ -90,13 +90,49 @@ class FitSpec:
     force_resume: bool = False
     ctx: DistContext = field(default_factory=DistContext)
     progress: bool = True
+    # > 0: the model kept is the mean of the weights after each of the last `average_last`
+    # epochs (BatchNorm statistics recomputed on the training data), not the best validation epoch
+    average_last: int = 0
+
+
+class WeightAverage:
+    """The running mean of a model's floating-point parameters over the last epochs (stochastic
+    weight averaging's estimator, without its cyclic schedule). A choice of checkpoint by a noisy
+    validation score can land on a lucky or unlucky epoch; the mean of the annealed last epochs
+    does not depend on validation at all."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.sums: dict[str, torch.Tensor] = {}
+
+    def add(self, model: nn.Module) -> None:
+        for name, p in model.named_parameters():
+            value = p.detach().cpu().to(torch.float64)
+            self.sums[name] = self.sums[name] + value if name in self.sums else value.clone()
+        self.count += 1
+
+    def state(self) -> dict[str, Any]:
+        return {"count": self.count, "sums": self.sums}
+
+    def load(self, state: dict[str, Any] | None) -> None:
+        if state:
+            self.count, self.sums = int(state["count"]), dict(state["sums"])
+
+    def apply(self, model: nn.Module, loader: torch.utils.data.DataLoader, device: torch.device) -> None:
+        """Load the mean weights, then recompute BatchNorm running statistics in one pass over
+        `loader` (torch.optim.swa_utils.update_bn): the averaged weights need their own."""
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                p.copy_((self.sums[name] / self.count).to(p.dtype))
+        torch.optim.swa_utils.update_bn(loader, model, device)
 
 
 def _epoch_seed(seed: int, epoch: int, rank: int) -> int:
     return (seed * 1_000_003 + epoch * 101 + rank) % 2**31
 
 
-def _restore(spec: FitSpec, model: nn.Module) -> tuple[int, list[dict], float]:
+def _restore(spec: FitSpec, model: nn.Module, average: WeightAverage | None = None
+             ) -> tuple[int, list[dict], float]:
     """Load `last.pt` of a run to continue it; refuse a different config or dataset unless forced."""
     path = Path(spec.resume) / "last.pt" if Path(spec.resume).is_dir() else Path(spec.resume)
     payload = load_checkpoint(path, spec.kind)
@@ -117,6 +153,8 @@ def _restore(spec: FitSpec, model: nn.Module) -> tuple[int, list[dict], float]:
                       f"checkpoint fingerprint {old_fp}, this data {new_fp}")
     model.load_state_dict(payload["state_dict"])
     spec.optimizer.load_state_dict(state["optimizer"])
+    if average is not None:
+        average.load(state.get("average"))
     start = int(state["epoch"]) + 1
     if payload["config"].get("train", {}).get("epochs") == spec.config.get("train", {}).get("epochs"):
         spec.scheduler.load_state_dict(state["scheduler"])
@@ -149,8 +187,9 @@ def fit(spec: FitSpec) -> dict[str, Any]:
     model = spec.model.to(ctx.device)
     raw = model
     start_epoch, history, best = 0, [], -math.inf
+    average = WeightAverage() if spec.average_last > 0 else None
     if spec.resume:
-        start_epoch, history, best = _restore(spec, raw)
+        start_epoch, history, best = _restore(spec, raw, average)
     if ctx.enabled:
         if ctx.device.type == "cuda":  # one BatchNorm statistic over all ranks (SyncBN is GPU-only)
             model = raw = nn.SyncBatchNorm.convert_sync_batchnorm(raw)
@@ -202,12 +241,14 @@ def fit(spec: FitSpec) -> dict[str, Any]:
                 sums[k] = sums.get(k, 0.0) + v
             count += 1
         train_logs = all_reduce_mean({f"train_{k}": v / max(count, 1) for k, v in sums.items()}, ctx)
+        if average is not None and epoch >= spec.epochs - spec.average_last:
+            average.add(raw)
         val = spec.validate(raw)
         record = {"epoch": epoch, **train_logs, **val,
                   "epoch_seconds": round(time.perf_counter() - epoch_start, 2),
                   "lr": spec.scheduler.get_last_lr()[0]}
         history.append(record)
-        improved = val[spec.monitor] >= best  # a tie goes to the later, further-trained epoch
+        improved = average is None and val[spec.monitor] >= best  # a tie goes to the later epoch
         if improved:
             best, best_epoch = val[spec.monitor], epoch
         if ctx.is_main:
@@ -217,7 +258,8 @@ def fit(spec: FitSpec) -> dict[str, Any]:
                 save_checkpoint(spec.out / "best.pt", spec.kind, state, spec.config, meta)
             save_checkpoint(spec.out / "last.pt", spec.kind, state, spec.config, meta, train_state={
                 "optimizer": spec.optimizer.state_dict(), "scheduler": spec.scheduler.state_dict(),
-                "epoch": epoch, "history": history, "best": best})
+                "epoch": epoch, "history": history, "best": best,
+                **({"average": average.state()} if average is not None else {})})
             write_history(spec.out, history, spec.monitor)
             if shards:
                 write_json(spec.out / "shards.json", {"world_size": ctx.world_size, "epochs": {
@@ -226,9 +268,29 @@ def fit(spec: FitSpec) -> dict[str, Any]:
                                if isinstance(v, float) and k not in ("lr",))
             print(f"[{spec.kind}] epoch {epoch + 1}/{spec.epochs} {summary}", flush=True)
         barrier(ctx)
+    if average is not None and average.count and best_epoch < spec.epochs:
+        best, best_epoch = _keep_average(spec, raw, average, history), spec.epochs
     return {"history": history, "best": best, "best_epoch": best_epoch,
             "seconds": round(time.perf_counter() - started, 2),
             "step_ms_median": float(np.median(step_seconds) * 1000) if step_seconds else None}
+
+
+def _keep_average(spec: FitSpec, raw: nn.Module, average: WeightAverage, history: list[dict]) -> float:
+    """Replace the trained weights by the average of the last epochs, validate it (the threshold
+    is calibrated on it) and save it as best.pt; its history row has epoch = spec.epochs."""
+    started = time.perf_counter()
+    average.apply(raw, spec.loader, spec.ctx.device)
+    val = spec.validate(raw)
+    history.append({"epoch": spec.epochs, "averaged_epochs": average.count, **val,
+                    "epoch_seconds": round(time.perf_counter() - started, 2)})
+    if spec.ctx.is_main:
+        state = {k: v.detach().cpu() for k, v in raw.state_dict().items()}
+        save_checkpoint(spec.out / "best.pt", spec.kind, state, spec.config, spec.meta(val))
+        write_history(spec.out, history, spec.monitor)
+        print(f"[{spec.kind}] kept the mean of the last {average.count} epochs' weights: "
+              + " ".join(f"{k}={v:.4f}" for k, v in val.items() if isinstance(v, float)), flush=True)
+    barrier(spec.ctx)
+    return float(val[spec.monitor])
 
 
 def write_history(out: Path, history: list[dict], monitor: str) -> None:

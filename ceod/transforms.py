@@ -23,7 +23,7 @@ BACKGROUND_SWAP = "BackgroundSwap"
 def background_swap_probability(spec: list[dict[str, Any]] | None, key: str = "augment") -> float:
     """p of a `{name: BackgroundSwap, p: ...}` entry (0 when absent): with that probability a
     training image keeps its AOI and takes the outside of another training image, whose own
-    part is first filled with its mean outside colour (so no second part or defect leaks in)."""
+    part is removed first (see `clean_background`), so no second part or defect leaks in."""
     entries = [item for item in spec or [] if isinstance(item, dict) and item.get("name") == BACKGROUND_SWAP]
     if not entries:
         return 0.0
@@ -33,11 +33,32 @@ def background_swap_probability(spec: list[dict[str, Any]] | None, key: str = "a
     return float(p)
 
 
-def swap_background(image: np.ndarray, aoi: np.ndarray, donor: np.ndarray, donor_aoi: np.ndarray) -> np.ndarray:
-    """image's AOI on the donor's outside; the donor's own AOI filled with its mean outside colour."""
-    donor_out = donor_aoi == 0
-    fill = donor[donor_out].mean(0) if donor_out.any() else donor.reshape(-1, donor.shape[-1]).mean(0)
-    background = np.where(donor_out[..., None], donor, fill.astype(donor.dtype))
+def clean_background(image: np.ndarray, aoi: np.ndarray, margin: int = 2) -> np.ndarray:
+    """The image with its part removed: the AOI (grown by `margin` px, so the dark rim goes too)
+    filled by OpenCV's Telea inpainting from the surrounding background. A flat fill would leave
+    a part-shaped silhouette next to every pasted AOI, which a model can read as a cue of its own."""
+    import cv2
+
+    hole = cv2.dilate((aoi > 0).astype(np.uint8), np.ones((3, 3), np.uint8), iterations=margin)
+    if hole.all():  # nothing to inpaint from: a flat mean is all there is
+        return np.full_like(image, int(image.mean()))
+    return cv2.inpaint(np.ascontiguousarray(image), hole, 3, cv2.INPAINT_TELEA)
+
+
+def flat_background(image: np.ndarray, aoi: np.ndarray) -> np.ndarray:
+    """The image with its AOI filled by its mean outside colour (the audit's first, cruder
+    swap: kept so old and new flip rates can be compared)."""
+    out = aoi == 0
+    fill = image[out].mean(0) if out.any() else image.reshape(-1, image.shape[-1]).mean(0)
+    return np.where(out[..., None], image, fill.astype(image.dtype))
+
+
+def swap_background(image: np.ndarray, aoi: np.ndarray, donor: np.ndarray, donor_aoi: np.ndarray,
+                    donor_background: np.ndarray | None = None) -> np.ndarray:
+    """image's AOI on the donor's outside. The donor's part is removed by `donor_background` when
+    the dataset has it (the synthetic line renders each image's background without its part),
+    else by inpainting (`clean_background`)."""
+    background = donor_background if donor_background is not None else clean_background(donor, donor_aoi)
     return np.where(aoi[..., None] > 0, image, background).astype(image.dtype)
 
 

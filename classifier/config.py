@@ -27,12 +27,12 @@ class ClsModelConfig:
 class LossConfig:
     kind: Literal["ce", "ceod", "rrr"] = "ceod"
     weight: float = 1.0  # w of CEOD; lambda of RRR
-    target: Literal["label", "def", "predicted", "contrast", "all", "sampled"] = "label"
+    target: Literal["label", "def", "predicted", "contrast", "all", "sampled"] = "all"
     sampled_classes: int = 2  # target sampled: the true class's map + this many random other classes' maps
     apply_to: Literal["all", "def"] = "all"
-    distance: Literal["overlap", "outside_mass", "signed_outside"] = "overlap"
+    distance: Literal["overlap", "outside_mass", "signed_outside"] = "signed_outside"
     eps: float = 1e-6
-    warmup_epochs: int = 0
+    warmup_epochs: int = 3
     gradcam: Literal["auto", "fast", "general"] = "auto"
 
     def validate(self) -> None:

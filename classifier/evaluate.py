@@ -12,11 +12,11 @@ from ceod.contract import class_names
 from ceod.dataset import LoadedSplit, load_split, read_manifest
 from ceod.errors import CeodError
 from ceod.metrics import classification_metrics, nanmean
-from ceod.transforms import swap_background
+from ceod.transforms import flat_background, swap_background
 from ceod.overlay import draw_overlay, grid, save_rgb
 from ceod.classifier.inference import aoi_attention, load_classifier, predict
 
-REPLACEMENTS = ("swap", "shift", "grey", "noise")
+REPLACEMENTS = ("swap", "swap_flat", "shift", "grey", "noise")
 
 
 def load_eval_split(run: str | Path, data: str | Path, split: str, split_column: str | None = None,
@@ -36,8 +36,9 @@ def evaluate(model, cfg, meta: dict, data: LoadedSplit, heatmaps: int = 0,
              heatmap_dir: Path | None = None) -> dict[str, Any]:
     """Classification metrics at the calibrated threshold, and aoi_attention (rows with an AOI)."""
     classes = class_names(meta)
-    probs, cams = predict(model, data.images, cfg.mean, cfg.std, with_cam=True)
-    result = classification_metrics(probs, data.labels, classes, meta["threshold"])
+    log_probs, cams = predict(model, data.images, cfg.mean, cfg.std, with_cam=True, log=True)
+    probs = np.exp(log_probs)
+    result = classification_metrics(probs, data.labels, classes, meta["threshold"], log_probs)
     pred = decide(probs, classes, meta["threshold"])
     att = aoi_attention(cams[data.has_aoi], data.aoi[data.has_aoi]) if data.has_aoi.any() else np.array([np.nan])
     result["aoi_attention"] = nanmean(att)
@@ -57,8 +58,11 @@ def evaluate(model, cfg, meta: dict, data: LoadedSplit, heatmaps: int = 0,
 def replace_outside(data: LoadedSplit, how: str, seed: int = 0) -> np.ndarray:
     """Images whose outside-AOI pixels are replaced; the inside is untouched.
 
-    swap:  the background of an image of the other class (its own part region filled with
-           that image's mean background colour, so no part or defect leaks in);
+    swap:  the background of an image of the other class with its part removed: the rendered
+           part-free scene where the dataset has one (synthetic line), else the part inpainted
+           (`ceod.transforms.clean_background`);
+    swap_flat: the same donors, their part filled with their mean background colour (the first
+           audit: a flat part-shaped silhouette borders the AOI; kept to compare old and new);
     shift: the background's grey level moved to the mean background level of another class
            (the other one for ok/def; a random other class among K);
     grey:  a constant, the split's mean background colour;
@@ -80,12 +84,18 @@ def replace_outside(data: LoadedSplit, how: str, seed: int = 0) -> np.ndarray:
         class_mean = {c: bg_mean[data.labels == c].mean(0) for c in present}
         target = np.stack([class_mean[_other(rng, present, c)] for c in data.labels])
         fill = images + (target - bg_mean)[:, None, None, :]
-    elif how == "swap":
+    elif how in ("swap", "swap_flat"):
         partner = np.empty(n, dtype=np.int64)
         for i in range(n):
             other = np.flatnonzero(data.labels != data.labels[i])
             partner[i] = rng.choice(other) if len(other) else rng.integers(n)
-        return np.stack([swap_background(data.images[i], data.aoi[i], data.images[j], data.aoi[j])
+        if how == "swap_flat":
+            return np.stack([swap_background(data.images[i], data.aoi[i], data.images[j], data.aoi[j],
+                                             flat_background(data.images[j], data.aoi[j]))
+                             for i, j in enumerate(partner)])
+        backgrounds = data.backgrounds
+        return np.stack([swap_background(data.images[i], data.aoi[i], data.images[j], data.aoi[j],
+                                         None if backgrounds is None else backgrounds[j])
                          for i, j in enumerate(partner)])
     else:
         raise ValueError(f"unknown replacement {how!r}; choose from {REPLACEMENTS}")

@@ -28,8 +28,11 @@ def load_classifier(run: str | Path | None, payload: dict[str, Any] | None = Non
 
 
 def predict(model: AnomalyClassifier, images: np.ndarray, mean, std, batch_size: int = 64,
-            with_cam: bool = False, cam_class: str = "predicted") -> tuple[np.ndarray, np.ndarray | None]:
-    """Class probabilities [N,K] and, optionally, ReLU'd Grad-CAMs [N,S,S] of the predicted (or 'def') class."""
+            with_cam: bool = False, cam_class: str = "predicted", log: bool = False
+            ) -> tuple[np.ndarray, np.ndarray | None]:
+    """Class probabilities [N,K] (log-probabilities with `log`: they rank confident images that
+    float32 softmax ties at 1.0) and, optionally, ReLU'd Grad-CAMs [N,S,S] of the predicted (or
+    'def') class."""
     was_training = model.training
     model.eval()
     probs, cams = [], []
@@ -39,7 +42,7 @@ def predict(model: AnomalyClassifier, images: np.ndarray, mean, std, batch_size:
             x = torch.from_numpy(normalize(images[i:i + batch_size], mean, std))
             with torch.set_grad_enabled(with_cam and not model.has_linear_head):
                 logits, feats = model(x, return_features=True)
-                probs.append(torch.softmax(logits, 1).detach().numpy())
+                probs.append((torch.log_softmax(logits, 1) if log else torch.softmax(logits, 1)).detach().numpy())
                 if with_cam:
                     classes = logits.argmax(1) if cam_class == "predicted" else torch.ones(len(x), dtype=torch.long)
                     w = class_weights(classes, None, logits.shape[1], len(x), x.device)

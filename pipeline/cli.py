@@ -426,12 +426,14 @@ def build_parser() -> argparse.ArgumentParser:
     dm = sub.add_parser("demo", help="the whole pipeline on the synthetic line, with report.md")
     dm.add_argument("--out", default="runs/demo", help="a new or empty folder, or one an earlier demo made")
     dm.add_argument("--quick", action="store_true", help="a smaller line and shorter training (< 3 min)")
-    dm.add_argument("--seed", type=int, default=0, help="seed of the line and of every training run")
-    dm.add_argument("--variant", help="CEOD variant (see classifier/experiment.py VARIANTS)")
+    dm.add_argument("--seed", type=int, default=0, help="seed of the line and of the first classifier pair "
+                    "(the full demo trains a second pair with seed + 1)")
+    dm.add_argument("--variant", help="CEOD variant (default: configs/classifier.yaml as it ships; "
+                    "see classifier/experiment.py VARIANTS, e.g. ceod-paper)")
 
     x = sub.add_parser("experiment", help="CE vs CEOD variants over seeds, with audit (docs/results.md)")
     x.add_argument("--out", default="runs/experiment", help="results folder; finished runs in it are reused")
-    x.add_argument("--datasets", default="synthetic", help="comma-separated: synthetic, casting (needs --casting), decoy-mnist")
+    x.add_argument("--datasets", default="synthetic", help="comma-separated: synthetic, casting (needs --casting), casting-cv (grouped 3-fold CV over families: --seeds are the folds 0,1,2; needs --casting), decoy-mnist")
     x.add_argument("--variants", default="ce,ceod-paper,ceod-outside,ceod-signed,ceod-contrast",
                    help="comma-separated VARIANT or VARIANT@STRENGTH (classifier/experiment.py VARIANTS)")
     x.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")

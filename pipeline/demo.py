@@ -49,11 +49,13 @@ class DemoPlan:
     cls_epochs: int
     bench_iters: int
     batches: list[int]
-    variant: str = "ceod-signed-warmup"
+    variant: str = "default"  # configs/classifier.yaml as it ships
     cls_overrides: dict[str, Any] = field(default_factory=dict)
+    cls_seeds: int = 1  # classifier pairs (CE, CEOD) trained on the same line, seeds seed .. seed + n - 1
 
 
-FULL = DemoPlan("small", {}, 128, seg_images=200, seg_epochs=8, cls_epochs=12, bench_iters=50, batches=[1, 8, 32])
+FULL = DemoPlan("small", {}, 128, seg_images=200, seg_epochs=8, cls_epochs=12, bench_iters=30, batches=[1, 8, 32],
+                cls_seeds=2)
 QUICK = DemoPlan("small", {"size": 64, "counts": {"train": 400, "val": 80, "test": 80, "test_shift": 80,
                                                   "test_anti": 80}},
                  64, seg_images=60, seg_epochs=3, cls_epochs=6, bench_iters=15, batches=[1, 8],
@@ -81,12 +83,12 @@ class Stages:
 
 
 def run_demo(out: str | Path, quick: bool = False, seed: int = 0, variant: str | None = None) -> Path:
-    from ceod.config import load_config
+    from ceod.config import from_dict, load_config, to_dict
     from ceod.dataset import load_split, read_manifest
     from ceod.synth import config_for, synthesize
     from ceod.classifier.config import ClassifierConfig
-    from ceod.classifier.evaluate import audit, evaluate
-    from ceod.classifier.experiment import VARIANTS
+    from ceod.classifier.evaluate import REPLACEMENTS, audit, evaluate
+    from ceod.classifier.experiment import VARIANTS, resolve
     from ceod.classifier.inference import load_classifier
     from ceod.classifier.train import train_classifier
     from ceod.export.onnx_export import export_run
@@ -100,8 +102,9 @@ def run_demo(out: str | Path, quick: bool = False, seed: int = 0, variant: str |
 
     plan = QUICK if quick else FULL
     variant = variant or plan.variant
-    if variant not in VARIANTS or variant == "ce":
-        raise CeodError(f"--variant {variant}: choose a CEOD variant from {[v for v in VARIANTS if v != 'ce']}")
+    if variant not in VARIANTS or VARIANTS[variant].get("loss.kind", "ceod") != "ceod":
+        raise CeodError(f"--variant {variant}: choose a CEOD variant from "
+                        f"{[v for v, o in VARIANTS.items() if o.get('loss.kind', 'ceod') == 'ceod']}")
     out = prepare_output(Path(out))
     stage = Stages()
     facts: dict[str, Any] = {"quick": quick, "seed": seed, "variant": variant, "plan": plan.__dict__}
@@ -118,24 +121,36 @@ def run_demo(out: str | Path, quick: bool = False, seed: int = 0, variant: str |
     with stage("predict AOI masks for every image"):
         facts["predict_aoi"] = predict_dataset(out / "segmenter", data, pred)
     label, source = mask_source(str(pred))
-    runs = {"plain": out / "plain_ce", "ceod": out / f"ceod_{variant}"}
-    for name, overrides in (("plain", VARIANTS["ce"]), ("ceod", VARIANTS[variant])):
-        with stage(f"train the {'plain CNN (CE)' if name == 'plain' else f'CEOD classifier ({variant})'}"):
-            cfg = load_config(ClassifierConfig, None, "classifier.yaml", {
-                "input_size": plan.input_size, "train.epochs": plan.cls_epochs, **plan.cls_overrides, **overrides})
-            facts[f"train_{name}"] = train_classifier(cfg, data, runs[name], seed, source, label)
+    seeds = [seed + k for k in range(plan.cls_seeds)]
+    runs_by_seed = {s: {"plain": out / ("plain_ce" + (f"_seed{s}" if s != seed else "")),
+                        "ceod": out / (f"ceod_{variant}" + (f"_seed{s}" if s != seed else ""))} for s in seeds}
+    runs = runs_by_seed[seed]  # exported, inspected and benchmarked
+    base = to_dict(load_config(ClassifierConfig, None, "classifier.yaml"))
+    for s in seeds:
+        for name, overrides in (("plain", VARIANTS["ce"]), ("ceod", VARIANTS[variant])):
+            what = "plain CNN (CE)" if name == "plain" else f"CEOD classifier ({variant})"
+            with stage(f"train the {what}, seed {s}"):
+                cfg = from_dict(ClassifierConfig, resolve(
+                    dict(base), {"input_size": plan.input_size, "train.epochs": plan.cls_epochs,
+                                 **plan.cls_overrides, **overrides}, keep_background_swap=variant == "default"))
+                facts[f"train_{name}" + (f"_seed{s}" if s != seed else "")] = train_classifier(
+                    cfg, data, runs_by_seed[s][name], s, source, label)
     with stage("evaluate and audit on test, test_shift, test_anti"):
         manifest = read_manifest(data)
-        evals: dict[str, dict[str, Any]] = {}
-        for name, run in runs.items():
-            model, cfg, meta = load_classifier(run)
-            for split in TEST_SPLITS:
-                loaded = load_split(manifest.split(split), cfg.input_size, root=data)
-                ev = evaluate(model, cfg, meta, loaded)
-                au = audit(model, cfg, meta, loaded, seed)
-                evals.setdefault(name, {})[split] = {
-                    **{k: ev[k] for k in ("balanced_accuracy", "accuracy", "auroc", "f1", "aoi_attention")},
-                    "flip": {k: au[k]["flip_rate"] for k in ("swap", "shift", "grey", "noise")}}
+        by_seed: dict[int, dict[str, dict[str, Any]]] = {}
+        for s in seeds:
+            for name, run in runs_by_seed[s].items():
+                model, cfg, meta = load_classifier(run)
+                for split in TEST_SPLITS:
+                    loaded = load_split(manifest.split(split), cfg.input_size, root=data)
+                    ev = evaluate(model, cfg, meta, loaded)
+                    au = audit(model, cfg, meta, loaded, s)
+                    by_seed.setdefault(s, {}).setdefault(name, {})[split] = {
+                        **{k: ev[k] for k in ("balanced_accuracy", "accuracy", "auroc", "f1", "aoi_attention")},
+                        "flip": {k: au[k]["flip_rate"] for k in REPLACEMENTS}}
+        evals = by_seed[seed]
+        facts["evaluation_by_seed"] = {str(s): v for s, v in by_seed.items()}
+        facts["verdict"] = verdict(by_seed)
         facts["evaluation"] = evals
         facts["gradcam_picture"] = gradcam_comparison(runs, data, out / "gradcam_ce_vs_ceod.png")
     with stage("export both classifiers and the segmenter to ONNX"):
@@ -163,6 +178,30 @@ def run_demo(out: str | Path, quick: bool = False, seed: int = 0, variant: str |
     path = write_report(out, facts)
     print(f"\ndemo finished in {stage.total:.0f} s; report: {path}")
     return path
+
+
+def verdict(by_seed: dict[int, dict[str, dict[str, Any]]]) -> str:
+    """One sentence: did CEOD beat CE in this run, on which splits, by how much (mean over seeds)."""
+    seeds = sorted(by_seed)
+
+    def mean(name: str, split: str, key: str) -> float:
+        values = [by_seed[s][name][split][key] if key != "swap" else by_seed[s][name][split]["flip"]["swap"]
+                  for s in seeds]
+        return float(np.mean(values))
+
+    splits = list(by_seed[seeds[0]]["plain"])
+    gains = {sp: 100 * (mean("ceod", sp, "balanced_accuracy") - mean("plain", sp, "balanced_accuracy"))
+             for sp in splits}
+    won = [sp for sp in splits if gains[sp] > 0]
+    fewer = [sp for sp in splits if mean("ceod", sp, "swap") < mean("plain", sp, "swap")]
+    parts = ", ".join(f"{sp} {gains[sp]:+.1f} points ({mean('ceod', sp, 'balanced_accuracy'):.3f} vs "
+                      f"{mean('plain', sp, 'balanced_accuracy'):.3f})" for sp in splits)
+    flips = ", ".join(f"{sp} {mean('ceod', sp, 'swap'):.3f} vs {mean('plain', sp, 'swap'):.3f}" for sp in splits)
+    head = (f"CEOD beat CE on {len(won)} of {len(splits)} splits ({', '.join(won)})" if won
+            else "CEOD did not beat CE on any split")
+    return (f"{head} in this run (mean over seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}; "
+            f"balanced accuracy, CEOD minus CE: {parts}), and flipped fewer decisions than CE under the "
+            f"background swap on {len(fewer)} of {len(splits)} splits ({flips}).")
 
 
 def gradcam_comparison(runs: dict[str, Path], data: Path, path: Path, n: int = 8) -> str:

@@ -36,19 +36,26 @@ def write_report(out: Path, f: dict[str, Any]) -> Path:
           f"**test IoU {segt['iou_mean']:.4f}**, Dice {segt['dice_mean']:.4f} (n={segt['n']}). "
           f"Predicted masks for all {f['predict_aoi']['rows']} images supervise the CEOD classifier.", "",
           f"Worst five test images (green: annotation, red: prediction): ![worst]({_rel(out, segt['overlay'])})", ""]
-    ev = f["evaluation"]
-    L += ["## 3. Plain CNN (CE) vs CEOD", "",
+    L += ["## 3. Plain CNN (CE) vs CEOD", "", f"**{f['verdict']}**", "",
+          f"CEOD here is `{f['variant']}`" + (" (configs/classifier.yaml as it ships: every class's signed "
+                                             "Grad-CAM outside the AOI, warmed up over 3 epochs, with BackgroundSwap)"
+                                             if f["variant"] == "default" else "") + "; CE is the same network and "
+          "augmentation without the AOI term or BackgroundSwap. "
           "Balanced accuracy at the threshold calibrated on validation; `aoi_attention` = share of the "
           "Grad-CAM mass inside the AOI; flip = share of decisions that change when the outside of the AOI "
-          "is replaced (swap: another class's background, shift: background grey moved to the other "
-          "class's mean, grey: constant, noise: random).", "",
-          "| model | split | balanced acc. | AUROC | aoi_attention | flip swap | flip shift | flip grey | flip noise |",
-          "|---|---|---|---|---|---|---|---|---|"]
-    for name in ("plain", "ceod"):
-        for split, r in ev[name].items():
-            L.append(f"| {'CE' if name == 'plain' else 'CEOD'} | {split} | {r['balanced_accuracy']:.3f} | "
-                     f"{r['auroc']:.3f} | {r['aoi_attention']:.3f} | "
-                     + " | ".join(f"{r['flip'][k]:.3f}" for k in ("swap", "shift", "grey", "noise")) + " |")
+          "is replaced (swap: another class's background with its part removed (rendered without it); "
+          "swap_flat: the same donors with the part filled flat, the first audit; shift: background grey "
+          "moved to the other class's mean; grey: constant; noise: random).", "",
+          "| model | seed | split | balanced acc. | AUROC | aoi_attention | flip swap | flip swap_flat | flip shift "
+          "| flip grey | flip noise |",
+          "|---|---|---|---|---|---|---|---|---|---|---|"]
+    flips = ("swap", "swap_flat", "shift", "grey", "noise")
+    for seed, evals in f["evaluation_by_seed"].items():
+        for name in ("plain", "ceod"):
+            for split, r in evals[name].items():
+                L.append(f"| {'CE' if name == 'plain' else 'CEOD'} | {seed} | {split} | {r['balanced_accuracy']:.3f} | "
+                         f"{r['auroc']:.3f} | {r['aoi_attention']:.3f} | "
+                         + " | ".join(f"{r['flip'].get(k, float('nan')):.3f}" for k in flips) + " |")
     L += ["", "Grad-CAM on the same `test_anti` images (top row CE, bottom row CEOD):", "",
           f"![gradcam]({_rel(out, f['gradcam_picture'])})", "", "Training curves:", ""]
     for name in ("plain", "ceod"):

@@ -68,7 +68,8 @@ def train_segmenter(cfg: SegmenterConfig, data: str | Path, out: str | Path, see
                               train_split=cfg.train_split)
 
     spec = FitSpec("segmenter", model, optimizer, scheduler, loader, cfg.train.epochs, seed, step, validate,
-                   "val_iou", out, to_dict(cfg), meta, augment, resume, force_resume, ctx, progress)
+                   "val_iou", out, to_dict(cfg), meta, augment, resume, force_resume, ctx, progress,
+                   average_last=cfg.train.average_last)
     result = fit(spec)
     if not ctx.is_main:
         return {}
