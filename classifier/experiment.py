@@ -54,6 +54,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "ceod-signed-all-bgswap": {"loss.kind": "ceod", "loss.target": "all", "loss.distance": "signed_outside",
                                "loss.weight": 1.0, "loss.warmup_epochs": 3,
                                "augment+": [{"name": "BackgroundSwap", "p": 0.5}]},
+    "ceod-signed-warmup-bgswap": {"loss.kind": "ceod", "loss.target": "label", "loss.distance": "signed_outside",
+                                  "loss.weight": 1.0, "loss.warmup_epochs": 3,
+                                  "augment+": [{"name": "BackgroundSwap", "p": 0.5}]},
     # the ceiling: CE trained and validated on the same digits without the decoy
     "ce-clean": {"loss.kind": "ce", "train_split": "train_clean", "val_split": "val_clean"},
 }

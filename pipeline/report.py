@@ -37,10 +37,10 @@ def write_report(out: Path, f: dict[str, Any]) -> Path:
           f"Predicted masks for all {f['predict_aoi']['rows']} images supervise the CEOD classifier.", "",
           f"Worst five test images (green: annotation, red: prediction): ![worst]({_rel(out, segt['overlay'])})", ""]
     L += ["## 3. Plain CNN (CE) vs CEOD", "", f"**{f['verdict']}**", "",
-          f"CEOD here is `{f['variant']}`" + (" (configs/classifier.yaml as it ships: every class's signed "
-                                             "Grad-CAM outside the AOI, warmed up over 3 epochs, with BackgroundSwap)"
+          f"CEOD here is `{f['variant']}`" + (" (configs/classifier.yaml as it ships: |signed Grad-CAM| of "
+                                             "every class outside the AOI, w ramped in over 3 epochs)"
                                              if f["variant"] == "default" else "") + "; CE is the same network and "
-          "augmentation without the AOI term or BackgroundSwap. "
+          "augmentation without the AOI term (and without BackgroundSwap). "
           "Balanced accuracy at the threshold calibrated on validation; `aoi_attention` = share of the "
           "Grad-CAM mass inside the AOI; flip = share of decisions that change when the outside of the AOI "
           "is replaced (swap: another class's background with its part removed (rendered without it); "

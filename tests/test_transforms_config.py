@@ -84,7 +84,7 @@ def test_user_yaml_is_layered_over_the_packaged_one(tmp_path):
     path.write_text("train: {lr: 0.01}\nloss: {distance: overlap}\n")
     cfg = load_config(ClassifierConfig, path, "classifier.yaml", parse_sets(["train.epochs=3", "model.width=16"]))
     assert cfg.train.lr == 0.01 and cfg.train.epochs == 3 and cfg.model.width == 16
-    assert cfg.train.batch_size == 32 and cfg.loss.distance == "overlap" and len(cfg.augment) == 6
+    assert cfg.train.batch_size == 32 and cfg.loss.distance == "overlap" and len(cfg.augment) == 5
     assert cfg.loss.target == "all"  # a key the user did not set keeps the packaged value
     with pytest.raises(ConfigError, match=r"unknown config key 'loss.wieght'; did you mean 'loss.weight'\?"):
         load_config(ClassifierConfig, None, "classifier.yaml", parse_sets(["loss.wieght=2"]))
