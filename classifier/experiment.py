@@ -238,7 +238,10 @@ def _train_and_evaluate(spec: DatasetSpec, variant: str, seed: int, run: Path, r
         overrides["train.epochs"] = epochs
     cfg = from_dict(ClassifierConfig, resolve(base, overrides, keep_background_swap=variant == "default"))
     started = time.perf_counter()
-    summary = train_classifier(cfg, spec.data, run, seed, max_train_images=spec.max_train_images, progress=False)
+    summary = _finished_training(run, cfg)  # killed during evaluation: evaluate, do not retrain
+    if summary is None:
+        summary = train_classifier(cfg, spec.data, run, seed, max_train_images=spec.max_train_images,
+                                   progress=False)
     model, cfg, meta = load_classifier(run)
     manifest = read_manifest(spec.data, spec.split_column_for(seed), classes=class_names(meta))
     result: dict[str, Any] = {"variant": variant, "seed": seed, "train_seconds": summary["train_seconds"],
@@ -272,6 +275,18 @@ def _train_and_evaluate(spec: DatasetSpec, variant: str, seed: int, run: Path, r
         f"{s} bacc {r['balanced_accuracy']:.3f} att {r['aoi_attention']:.2f} swap-flip {r['flip']['swap']:.2f}"
         for s, r in result["splits"].items()), flush=True)
     return result
+
+
+def _finished_training(run: Path, cfg: ClassifierConfig) -> dict[str, Any] | None:
+    """The training summary of a run whose training finished with this very config, else None."""
+    try:
+        summary = json.loads((run / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return None
+    old, new = summary.get("config") or {}, to_dict(cfg)
+    if cfg.loss.kind == "ce":  # the other loss keys do nothing under CE: a changed default there is no change
+        old, new = {**old, "loss": {"kind": "ce"}}, {**new, "loss": {"kind": "ce"}}
+    return summary if (run / "best.pt").is_file() and old == new else None
 
 
 def _ms(values: list[float]) -> str:
