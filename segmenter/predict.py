@@ -11,7 +11,7 @@ import torch
 
 from ceod.checkpoint import load_model
 from ceod.dataset import link_source, load_split, read_manifest, write_manifest
-from ceod.imageio import normalize, resize_mask
+from ceod.imageio import normalize
 from ceod.segmenter.config import PostprocessConfig, SegmenterConfig
 from ceod.segmenter.model import build_segmenter
 
