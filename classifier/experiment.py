@@ -7,6 +7,7 @@ continues where it stopped. Writes results.json and a markdown table per dataset
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import os
 import time
@@ -72,7 +73,7 @@ def resolve(base: dict[str, Any], overrides: dict[str, Any], keep_background_swa
     but `default` states its own, so `ce` stays the plain CNN whatever the packaged default."""
     overrides = dict(overrides)
     extra = overrides.pop(APPEND_AUGMENT, [])
-    data = apply_overrides(base, overrides)
+    data = apply_overrides(copy.deepcopy(base), overrides)  # base is not touched: callers reuse it
     kept = [a for a in data.get("augment") or []
             if keep_background_swap or not (isinstance(a, dict) and a.get("name") == BACKGROUND_SWAP)]
     data["augment"] = [*kept, *extra]

@@ -131,7 +131,7 @@ def run_demo(out: str | Path, quick: bool = False, seed: int = 0, variant: str |
             what = "plain CNN (CE)" if name == "plain" else f"CEOD classifier ({variant})"
             with stage(f"train the {what}, seed {s}"):
                 cfg = from_dict(ClassifierConfig, resolve(
-                    dict(base), {"input_size": plan.input_size, "train.epochs": plan.cls_epochs,
+                    base, {"input_size": plan.input_size, "train.epochs": plan.cls_epochs,
                                  **plan.cls_overrides, **overrides}, keep_background_swap=variant == "default"))
                 facts[f"train_{name}" + (f"_seed{s}" if s != seed else "")] = train_classifier(
                     cfg, data, runs_by_seed[s][name], s, source, label)

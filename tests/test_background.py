@@ -183,3 +183,12 @@ def test_the_papers_form_is_one_option_away():
     assert (paper.loss.kind, paper.loss.target, paper.loss.distance, paper.loss.warmup_epochs) == (
         "ceod", "label", "overlap", 0)
     assert paper.augment == default.augment and paper.train == default.train  # only the loss differs
+
+
+def test_resolving_a_variant_leaves_the_base_config_alone():
+    from ceod.classifier.experiment import VARIANTS, resolve
+    base = {"loss": {"kind": "ceod", "target": "all"}, "augment": [{"name": "HorizontalFlip", "p": 0.5}]}
+    ce = resolve(base, VARIANTS["ce"])
+    assert ce["loss"]["kind"] == "ce" and base["loss"]["kind"] == "ceod"  # the demo trained CE twice when it did not
+    swap = resolve(base, VARIANTS["ce-bgswap"])
+    assert [a["name"] for a in swap["augment"]] == ["HorizontalFlip", "BackgroundSwap"] and len(base["augment"]) == 1

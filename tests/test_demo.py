@@ -31,6 +31,9 @@ def test_report_figures_match_the_run(demo):
     assert facts["inspect"]["records"] == n_shift == len((out / "inspect.jsonl").read_text().splitlines())
     assert all(r["passed"] for r in facts["export"].values())
     assert set(facts["evaluation"]) == {"plain", "ceod"}
+    # the two classifiers really are CE and CEOD (one config must not leak into the other)
+    assert facts["train_plain"]["loss"] == "ce" and facts["train_ceod"]["loss"].startswith("ceod(")
+    assert facts["evaluation"]["plain"] != facts["evaluation"]["ceod"]
     assert set(facts["evaluation"]["ceod"]) == {"test", "test_shift", "test_anti"}
     ratios = facts["bench"]["latency"]["ratios"]
     assert [r["batch"] for r in ratios] == [1, 8] and all(r["ceod_over_plain_p50"] > 0 and r["same_model_noise_p50"] > 0 for r in ratios)
