@@ -33,6 +33,10 @@ class DatasetError(CeodError, ValueError):
         self.bad = bad  # the row, when the error is about one row
 
 
+# manifest columns that hold paths relative to the dataset folder (a derived dataset rewrites them)
+PATH_COLUMNS = ("image", "aoi", "defect_mask", "background")
+
+
 @dataclass(frozen=True)
 class Sample:
     """One manifest row, paths resolved against the dataset folder."""
@@ -150,7 +154,7 @@ def read_manifest(root: str | Path, split_column: str = "split", skip_bad: bool 
                 raise _Bad(image_rel, f"label {label!r} is not one of {list(classes)} (the classes come "
                            "from the training split's labels or the config's `classes`)")
             paths: dict[str, Path | None] = {}
-            for column in ("image", "aoi", "defect_mask", "background"):
+            for column in PATH_COLUMNS:
                 rel = (row.get(column) or "").strip()
                 if not rel:
                     if column == "image" or (column == "aoi" and require_aoi):
@@ -166,7 +170,7 @@ def read_manifest(root: str | Path, split_column: str = "split", skip_bad: bool 
         except _Bad as exc:
             bad.append(BadRow(index, exc.file, exc.reason))
             continue
-        extra = {k: v for k, v in row.items() if k not in ("image", "aoi", "label", "defect_mask", "background")}
+        extra = {k: v for k, v in row.items() if k not in (*PATH_COLUMNS, "label")}
         samples.append(Sample(index, paths["image"], paths["aoi"], (row.get(split_column) or "").strip(),
                               index_of[label], paths["defect_mask"], extra, paths["background"]))
     if not collect_only:

@@ -22,7 +22,7 @@ from typing import Any, Iterable
 import cv2
 import numpy as np
 
-from ceod.dataset import link_source, write_manifest
+from ceod.dataset import PATH_COLUMNS, link_source, write_manifest
 from ceod.errors import CeodError
 
 log = logging.getLogger(__name__)
@@ -357,7 +357,7 @@ def _fill_base(rows: list[_Row], base: Path, out: Path, problems: _Problems) -> 
     for record in base_rows:
         rel = record["image"]
         row = annotated.pop((base / rel).resolve(), None)
-        for column in ("image", "aoi", "defect_mask"):
+        for column in PATH_COLUMNS:
             if record.get(column):
                 record[column] = str(Path(link.name) / record[column])
         if row is not None:

@@ -84,7 +84,8 @@ def predict_dataset(run: str | Path, data: str | Path, out: str | Path, split_co
             cv2.imwrite(str(out / aoi_rel), full * 255)
             row = {"image": str(Path("source") / rel), "aoi": str(aoi_rel), "split": sample.split,
                    "label": manifest.classes[sample.label],
-                   "defect_mask": str(Path("source") / sample.defect_mask.relative_to(data)) if sample.defect_mask else ""}
+                   "defect_mask": str(Path("source") / sample.defect_mask.relative_to(data)) if sample.defect_mask else "",
+                   "background": str(Path("source") / sample.background.relative_to(data)) if sample.background else ""}
             row.update({k: v for k, v in sample.extra.items() if k not in ("split", split_column)})
             if split_column != "split":
                 row[split_column] = sample.split

@@ -192,3 +192,10 @@ def test_resolving_a_variant_leaves_the_base_config_alone():
     assert ce["loss"]["kind"] == "ce" and base["loss"]["kind"] == "ceod"  # the demo trained CE twice when it did not
     swap = resolve(base, VARIANTS["ce-bgswap"])
     assert [a["name"] for a in swap["augment"]] == ["HorizontalFlip", "BackgroundSwap"] and len(base["augment"]) == 1
+
+
+def test_derived_datasets_keep_the_rendered_backgrounds(tiny_segmenter_run, tiny_dataset, tmp_path):
+    from ceod.segmenter.predict import predict_dataset
+    predict_dataset(tiny_segmenter_run, tiny_dataset, tmp_path / "pred")
+    rows = read_manifest(tmp_path / "pred").samples
+    assert rows and all(s.background is not None and s.background.is_file() for s in rows)
