@@ -99,7 +99,7 @@ def main() -> None:
 
     lines = [f"Casting training throughput, images/s ({a.threads} threads, batch 32, simple CNN, "
              f"{a.images} grouped-train images; median of {a.rounds} interleaved rounds of {a.batches} "
-             "iterations; iterations include the DataLoader with augmentation and BackgroundSwap)", "",
+             "iterations; iterations include the DataLoader with the packaged augmentation)", "",
              "| input | decode + resize (once a run) | augment (every epoch) | CE, NCHW (before) | CE, channels_last "
              "(after) | CEOD default, NCHW (before) | CEOD default, channels_last (after) | after / before (CEOD) |",
              "|---|---|---|---|---|---|---|---|"]
