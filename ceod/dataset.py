@@ -266,7 +266,7 @@ def load_split(samples: list[Sample], size: int, skip_bad: bool = False, root: P
         try:
             image, aoi, defect = load_sample(sample, None, root)
             background = None
-            if sample.background is not None and with_backgrounds:
+            if with_backgrounds:
                 background = resize_image(read_image(sample.background), size)
         except ImageDecodeError as exc:
             return DatasetError(str(BadRow(sample.row, _rel(sample, sample.background, root), str(exc))))
@@ -305,15 +305,18 @@ def load_split(samples: list[Sample], size: int, skip_bad: bool = False, root: P
 def write_manifest(root: Path, rows: list[dict], columns: Sequence[str] = ("image", "aoi", "split", "label")
                    ) -> Path:
     """DATASET/manifest.csv from row dicts; the columns are every key in first-seen order
-    (`columns` when there are no rows)."""
+    (`columns` when there are no rows). Written to a temporary file and renamed, so a reader (or
+    a second process writing the same dataset) never sees half a manifest."""
     names: list[str] = []
     for row in rows:
         names += [k for k in row if k not in names]
     path = Path(root) / "manifest.csv"
-    with path.open("w", newline="") as fh:
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    with tmp.open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=names or list(columns))
         writer.writeheader()
         writer.writerows(rows)
+    tmp.replace(path)
     return path
 
 

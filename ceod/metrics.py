@@ -27,7 +27,7 @@ def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
 def binary_metrics(scores: np.ndarray, labels: np.ndarray, threshold: float,
                    ranking: np.ndarray | None = None) -> dict[str, float]:
     """`def` is the positive class; a score >= threshold means def. AUROC ranks by `ranking` when
-    given (a score in the same order that does not saturate, e.g. log P(def))."""
+    given (a score in the same order that does not saturate: the log-odds, see `log_odds`)."""
     labels = np.asarray(labels).astype(bool)
     pred = np.asarray(scores) >= threshold
     tp = int((pred & labels).sum())

@@ -55,9 +55,6 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "ceod-signed-all-bgswap": {"loss.kind": "ceod", "loss.target": "all", "loss.distance": "signed_outside",
                                "loss.weight": 1.0, "loss.warmup_epochs": 3,
                                "augment+": [{"name": "BackgroundSwap", "p": 0.5}]},
-    "ceod-signed-warmup-bgswap": {"loss.kind": "ceod", "loss.target": "label", "loss.distance": "signed_outside",
-                                  "loss.weight": 1.0, "loss.warmup_epochs": 3,
-                                  "augment+": [{"name": "BackgroundSwap", "p": 0.5}]},
     # the ceiling: CE trained and validated on the same digits without the decoy
     "ce-clean": {"loss.kind": "ce", "train_split": "train_clean", "val_split": "val_clean"},
 }
@@ -126,9 +123,9 @@ DECOY_OVERRIDES: dict[str, Any] = {
 
 # Casting at a budget that learns (issue 14): 192 px keeps the smallest defects (pinholes) 2.3x
 # larger than 128 px does, at 2.3x the pixels; 256 px would cost 1.8x more again, past a
-# 30-minute run on 2 cores; 6 epochs (about 11 minutes of training a run, one core each for
-# two runs at once) is what this session's CPU budget allowed for 3 folds x 3 variants. Validation: 15 % of each fold's training families, not capped, and
-# the kept model is the mean of the last 3 epochs' weights, so no checkpoint is picked by a
+# 30-minute run on 2 cores; 6 epochs (about 12 minutes of training a run on one core, two runs
+# at once) is what the CPU budget allowed for 3 folds x 2 variants. Validation: 15 % of each
+# fold's training families, not capped, and the kept model is the mean of the last 3 epochs' weights, so no checkpoint is picked by a
 # noisy validation score (the threshold still comes from validation).
 CASTING_CV_OVERRIDES: dict[str, Any] = {
     "input_size": 192, "train.epochs": 6, "train.average_last": 3, "val_fraction": 0.15,
@@ -143,7 +140,7 @@ def make_folds(source: Path, out: Path, k: int = 3, seed: int = 0) -> Path:
 
     from sklearn.model_selection import StratifiedGroupKFold
 
-    from ceod.dataset import link_source
+    from ceod.dataset import link_source, write_manifest
 
     manifest = out / "manifest.csv"
     if manifest.is_file():
@@ -161,15 +158,9 @@ def make_folds(source: Path, out: Path, k: int = 3, seed: int = 0) -> Path:
         test_fold[test_index] = fold
     out.mkdir(parents=True, exist_ok=True)
     link_source(out, source)
-    columns = ["image", "aoi", "label", "group", *[f"fold{f}" for f in range(k)]]
-    tmp = manifest.with_suffix(f".{os.getpid()}.tmp")  # workers may race to make the same folds
-    with tmp.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, columns)
-        writer.writeheader()
-        for r, fold in zip(rows, test_fold):
-            writer.writerow({"image": f"source/{r['image']}", "aoi": f"source/{r['aoi']}", "label": r["label"],
-                             "group": r["group"], **{f"fold{f}": "test" if f == fold else "train" for f in range(k)}})
-    tmp.replace(manifest)
+    write_manifest(out, [{"image": f"source/{r['image']}", "aoi": f"source/{r['aoi']}", "label": r["label"],
+                          "group": r["group"], **{f"fold{f}": "test" if f == fold else "train" for f in range(k)}}
+                         for r, fold in zip(rows, test_fold)])  # atomic: workers may race to make the folds
     return out
 
 
@@ -249,8 +240,9 @@ def _train_and_evaluate(spec: DatasetSpec, variant: str, seed: int, run: Path, r
                               "step_ms_median": summary["step_ms_median"], "best_epoch": summary["best_epoch"],
                               "val": {k: v for k, v in summary["best"].items() if k.startswith("val_")},
                               "splits": {}}
-    for split in spec.test_splits:
-        data = load_split(manifest.split(split), cfg.input_size, root=spec.data, classes=manifest.classes)
+    loaded = {split: load_split(manifest.split(split), cfg.input_size, root=spec.data, classes=manifest.classes)
+              for split in spec.test_splits}
+    for split, data in loaded.items():
         ev = evaluate(model, cfg, meta, data, heatmaps=16 if seed == 0 else 0, heatmap_dir=run / f"eval_{split}")
         audited = data
         if spec.audit_max and len(data) > spec.audit_max:
@@ -266,8 +258,7 @@ def _train_and_evaluate(spec: DatasetSpec, variant: str, seed: int, run: Path, r
         # the last epoch's own weights beside the kept average: how much the choice matters
         last_model, _, last_meta = load_classifier(run / "last.pt")
         result["last_epoch"] = {}
-        for split in spec.test_splits:
-            data = load_split(manifest.split(split), cfg.input_size, root=spec.data, classes=manifest.classes)
+        for split, data in loaded.items():
             ev = evaluate(last_model, cfg, last_meta, data)
             result["last_epoch"][split] = {"balanced_accuracy": ev["balanced_accuracy"], "auroc": ev["auroc"]}
     result["wall_seconds"] = round(time.perf_counter() - started, 1)

@@ -137,12 +137,12 @@ def run_demo(out: str | Path, quick: bool = False, seed: int = 0, variant: str |
                     cfg, data, runs_by_seed[s][name], s, source, label)
     with stage("evaluate and audit on test, test_shift, test_anti"):
         manifest = read_manifest(data)
+        splits = {split: load_split(manifest.split(split), plan.input_size, root=data) for split in TEST_SPLITS}
         by_seed: dict[int, dict[str, dict[str, Any]]] = {}
         for s in seeds:
             for name, run in runs_by_seed[s].items():
                 model, cfg, meta = load_classifier(run)
-                for split in TEST_SPLITS:
-                    loaded = load_split(manifest.split(split), cfg.input_size, root=data)
+                for split, loaded in splits.items():
                     ev = evaluate(model, cfg, meta, loaded)
                     au = audit(model, cfg, meta, loaded, s)
                     by_seed.setdefault(s, {}).setdefault(name, {})[split] = {

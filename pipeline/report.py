@@ -49,7 +49,7 @@ def write_report(out: Path, f: dict[str, Any]) -> Path:
           "| model | seed | split | balanced acc. | AUROC | aoi_attention | flip swap | flip swap_flat | flip shift "
           "| flip grey | flip noise |",
           "|---|---|---|---|---|---|---|---|---|---|---|"]
-    flips = ("swap", "swap_flat", "shift", "grey", "noise")
+    from ceod.classifier.evaluate import REPLACEMENTS as flips  # the audit's replacements, in its order
     for seed, evals in f["evaluation_by_seed"].items():
         for name in ("plain", "ceod"):
             for split, r in evals[name].items():
