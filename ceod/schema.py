@@ -15,14 +15,20 @@ class TrainConfig:
     weight_decay: float = 0.0001
     # 0: keep the epoch with the best validation score; k > 0: keep the mean of the last k
     # epochs' weights (for validation sets too small or too noisy to pick an epoch by)
+    # epochs, or all of them in a run shorter than k
     average_last: int = 0
+    # the pretrained part's learning rate (classifier backbone, segmenter encoder) as a fraction
+    # of lr: a new head learns fast while ImageNet features move slowly
+    backbone_lr_scale: float = 1.0
 
     def validate(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
             raise ConfigError("config keys 'train.epochs', 'train.batch_size' must be >= 1 and 'train.lr' > 0")
-        if not 0 <= self.average_last <= self.epochs:
-            raise ConfigError(f"config key 'train.average_last': between 0 (keep the best validation epoch) "
-                              f"and train.epochs ({self.epochs}), got {self.average_last}")
+        if self.average_last < 0:
+            raise ConfigError(f"config key 'train.average_last': 0 (keep the best validation epoch) or the "
+                              f"number of last epochs to average, got {self.average_last}")
+        if not 0 < self.backbone_lr_scale <= 1:
+            raise ConfigError(f"config key 'train.backbone_lr_scale': in (0, 1], got {self.backbone_lr_scale}")
 
 
 @dataclass

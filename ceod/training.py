@@ -93,6 +93,28 @@ class FitSpec:
     # > 0: the model kept is the mean of the weights after each of the last `average_last`
     # epochs (BatchNorm statistics recomputed on the training data), not the best validation epoch
     average_last: int = 0
+    # state the trainer keeps outside the model (e.g. when the loss term switched on), saved in
+    # last.pt and handed back on resume
+    extra_state: Callable[[], dict[str, Any]] | None = None
+    load_extra_state: Callable[[dict[str, Any] | None], None] | None = None
+
+
+def adamw(train: Any, backbone: nn.Module, head: nn.Module) -> torch.optim.AdamW:
+    """AdamW with the backbone (the pretrained part) at train.backbone_lr_scale of the head's
+    rate; frozen parameters left out."""
+    groups = [{"params": [p for p in part.parameters() if p.requires_grad], "lr": train.lr * scale}
+              for part, scale in ((backbone, train.backbone_lr_scale), (head, 1.0))]
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=train.lr, weight_decay=train.weight_decay)
+
+
+def make_optimizer(train: Any, backbone: nn.Module, head: nn.Module, total_steps: int
+                   ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    """`adamw` + one-cycle over `total_steps`, each group peaking at its own rate."""
+    optimizer = adamw(train, backbone, head)
+    groups = optimizer.param_groups
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=[g["lr"] for g in groups], total_steps=max(total_steps, 1), pct_start=0.15)
+    return optimizer, scheduler
 
 
 class WeightAverage:
@@ -155,6 +177,8 @@ def _restore(spec: FitSpec, model: nn.Module, average: WeightAverage | None = No
     spec.optimizer.load_state_dict(state["optimizer"])
     if average is not None:
         average.load(state.get("average"))
+    if spec.load_extra_state is not None:
+        spec.load_extra_state(state.get("extra"))
     start = int(state["epoch"]) + 1
     if payload["config"].get("train", {}).get("epochs") == spec.config.get("train", {}).get("epochs"):
         spec.scheduler.load_state_dict(state["scheduler"])
@@ -187,7 +211,8 @@ def fit(spec: FitSpec) -> dict[str, Any]:
     model = spec.model.to(ctx.device)
     raw = model
     start_epoch, history, best = 0, [], -math.inf
-    average = WeightAverage() if spec.average_last > 0 else None
+    average_last = min(spec.average_last, spec.epochs)
+    average = WeightAverage() if average_last > 0 else None
     if spec.resume:
         start_epoch, history, best = _restore(spec, raw, average)
     if ctx.enabled:
@@ -241,7 +266,7 @@ def fit(spec: FitSpec) -> dict[str, Any]:
                 sums[k] = sums.get(k, 0.0) + v
             count += 1
         train_logs = all_reduce_mean({f"train_{k}": v / max(count, 1) for k, v in sums.items()}, ctx)
-        if average is not None and epoch >= spec.epochs - spec.average_last:
+        if average is not None and epoch >= spec.epochs - average_last:
             average.add(raw)
         val = spec.validate(raw)
         record = {"epoch": epoch, **train_logs, **val,
@@ -259,7 +284,8 @@ def fit(spec: FitSpec) -> dict[str, Any]:
             save_checkpoint(spec.out / "last.pt", spec.kind, state, spec.config, meta, train_state={
                 "optimizer": spec.optimizer.state_dict(), "scheduler": spec.scheduler.state_dict(),
                 "epoch": epoch, "history": history, "best": best,
-                **({"average": average.state()} if average is not None else {})})
+                **({"average": average.state()} if average is not None else {}),
+                **({"extra": spec.extra_state()} if spec.extra_state is not None else {})})
             write_history(spec.out, history, spec.monitor)
             if shards:
                 write_json(spec.out / "shards.json", {"world_size": ctx.world_size, "epochs": {

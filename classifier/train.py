@@ -16,7 +16,7 @@ from ceod.dataset import Sample, fingerprint, load_train_val
 from ceod.distributed import DistContext
 from ceod.metrics import calibrate_threshold, classification_metrics, nanmean
 from ceod.torchdata import SplitDataset
-from ceod.training import FitSpec, ensure_writable, fit, make_loader, seed_everything, write_json
+from ceod.training import FitSpec, ensure_writable, fit, make_loader, make_optimizer, seed_everything, write_json
 from ceod.transforms import background_swap_probability, build_augment
 from ceod.classifier.config import ClassifierConfig
 from ceod.classifier.inference import aoi_attention, predict
@@ -70,10 +70,9 @@ def train_classifier(cfg: ClassifierConfig, data: str | Path, out: str | Path, s
     loader = make_loader(dataset, cfg.train.batch_size, seed, ctx)
     # channels_last: 1.4x the training images/s of NCHW on these CPUs (simple CNN, 192 px)
     model = build_classifier(cfg.model, len(classes), cfg.input_size).to(memory_format=torch.channels_last)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=cfg.train.lr, total_steps=max(cfg.train.epochs * len(loader), 1), pct_start=0.15)
-    criterion = CEODLoss(cfg.loss)
+    total_steps = max(cfg.train.epochs * len(loader), 1)
+    optimizer, scheduler = make_optimizer(cfg.train, model.features, model.head, total_steps)
+    criterion = CEODLoss(cfg.loss, total_steps)
 
     def step(model, batch, epoch):
         x, m, y, _ = batch
@@ -82,7 +81,11 @@ def train_classifier(cfg: ClassifierConfig, data: str | Path, out: str | Path, s
             x.requires_grad_(True)
         logits, feats = model(x, return_features=True)
         res = criterion(model, logits, feats, m, y, epoch, inputs=x)
-        return res.total, {"loss": res.total.item(), "ce": res.ce.item(), "aoi_term": res.term.item()}
+        if criterion.gate.observe(res.ce.item()) and ctx.is_main:
+            print(f"[classifier] the {cfg.loss.kind} term switched on at step {criterion.gate.step} "
+                  f"(epoch {epoch + 1}); w ramps to {cfg.loss.weight:g} over {cfg.loss.ramp_steps} steps", flush=True)
+        return res.total, {"loss": res.total.item(), "ce": res.ce.item(), "aoi_term": res.term.item(),
+                           "aoi_weight": res.weight}
 
     state: dict[str, Any] = {}
 
@@ -113,12 +116,14 @@ def train_classifier(cfg: ClassifierConfig, data: str | Path, out: str | Path, s
 
     spec = FitSpec("classifier", model, optimizer, scheduler, loader, cfg.train.epochs, seed, step, validate,
                    "val_auroc" if anomaly else "val_accuracy", out, to_dict(cfg), meta, augment, resume,
-                   force_resume, ctx, progress, average_last=cfg.train.average_last)
+                   force_resume, ctx, progress, average_last=cfg.train.average_last,
+                   extra_state=criterion.gate.state_dict, load_extra_state=criterion.gate.load_state_dict)
     result = fit(spec)
     if ctx.is_main:
         best = next(h for h in result["history"] if h["epoch"] == result["best_epoch"]) if result["best_epoch"] >= 0 else {}
         summary = {"kind": "classifier", "loss": loss_name(cfg), "seed": seed, "aoi_source": mask_label,
                    "best_epoch": result["best_epoch"], "best": best, "train_seconds": result["seconds"],
+                   "term_switched_on_at_step": criterion.gate.opened_at, "steps": total_steps,
                    "step_ms_median": result["step_ms_median"],
                    "train_images": len(train), "val_images": len(val), "data_fingerprint": fp,
                    "class_names": list(classes),

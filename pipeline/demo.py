@@ -59,7 +59,7 @@ FULL = DemoPlan("small", {}, 128, seg_images=200, seg_epochs=8, cls_epochs=12, b
 QUICK = DemoPlan("small", {"size": 64, "counts": {"train": 400, "val": 80, "test": 80, "test_shift": 80,
                                                   "test_anti": 80}},
                  64, seg_images=60, seg_epochs=3, cls_epochs=6, bench_iters=15, batches=[1, 8],
-                 cls_overrides={"model.width": 16})
+                 cls_overrides={"model.backbone": "simple", "model.pretrained": False, "model.width": 16})
 
 
 class Stages:

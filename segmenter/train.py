@@ -13,7 +13,7 @@ from ceod.dataset import fingerprint, load_train_val
 from ceod.distributed import DistContext
 from ceod.metrics import iou_dice
 from ceod.torchdata import SplitDataset
-from ceod.training import FitSpec, ensure_writable, fit, make_loader, seed_everything, write_json
+from ceod.training import FitSpec, adamw, ensure_writable, fit, make_loader, seed_everything, write_json
 from ceod.transforms import build_augment
 from ceod.segmenter.config import SegmenterConfig
 from ceod.segmenter.model import build_segmenter, freeze_unused
@@ -37,7 +37,8 @@ def train_segmenter(cfg: SegmenterConfig, data: str | Path, out: str | Path, see
     dataset = SplitDataset(train, tuple(cfg.mean), tuple(cfg.std), augment)
     loader = make_loader(dataset, cfg.train.batch_size, seed, ctx)
     model = freeze_unused(build_segmenter(cfg.model))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+    decoder = torch.nn.ModuleList([m for name, m in model.named_children() if name != "encoder"])
+    optimizer = adamw(cfg.train, model.encoder, decoder)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(cfg.train.epochs * len(loader), 1))
     dice = smp.losses.DiceLoss(mode="binary", from_logits=True)
     bce = smp.losses.SoftBCEWithLogitsLoss()

@@ -31,7 +31,8 @@ def casting() -> Path:
 
 def tiny_classifier_config(**overrides):
     from ceod.config import load_config
-    base = {"input_size": 64, "train.epochs": 2, "train.batch_size": 16, "model.width": 8}
+    base = {"input_size": 64, "train.epochs": 2, "train.batch_size": 16, "model.backbone": "simple",
+            "model.pretrained": False, "model.width": 8}
     base.update(overrides)
     from ceod.classifier.config import ClassifierConfig
     return load_config(ClassifierConfig, None, "classifier.yaml", base)

@@ -25,7 +25,7 @@ def fixed_batch(n: int = 8, s: int = 32):
 
 def make(loss_kind: str, gradcam: str):
     torch.manual_seed(0)
-    model = build_classifier(ClsModelConfig(backbone="simple", width=8, norm="group"))
+    model = build_classifier(ClsModelConfig(backbone="simple", pretrained=False, width=8, norm="group"))
     loss = CEODLoss(LossConfig(kind=loss_kind, gradcam=gradcam, distance="signed_outside"))
     return model, loss
 

@@ -160,7 +160,12 @@ def test_average_last_keeps_the_averaged_model(tiny_dataset, tmp_path):
     assert [h["epoch"] for h in history] == [0, 1, 2, 3]
     from ceod.config import ConfigError
     with pytest.raises(ConfigError, match="train.average_last"):
-        tiny_classifier_config(**{"train.epochs": 2, "train.average_last": 3})
+        tiny_classifier_config(**{"train.average_last": -1})
+    # a run shorter than average_last averages every epoch it has
+    short = train_classifier(tiny_classifier_config(**{"train.epochs": 1, "train.average_last": 3}),
+                             tiny_dataset, tmp_path / "short", seed=0, progress=False)
+    assert short["best_epoch"] == 1
+    assert json.loads((tmp_path / "short" / "history.json").read_text())[-1]["averaged_epochs"] == 1
 
 
 def test_auroc_ranks_by_log_probabilities_where_softmax_saturates():

@@ -56,7 +56,7 @@ def test_torchrun_through_the_cli(tiny_dataset, tmp_path, trainer):
     import json
     run = tmp_path / "ddp"
     common = ["--data", str(tiny_dataset), "--out", str(run), "--input-size", "64", "--set", "train.batch_size=8"]
-    common += ["--set", "model.width=8"] if trainer == "train-classifier" else \
+    common += ["--set", "model.backbone=simple", "--set", "model.pretrained=false", "--set", "model.width=8"] if trainer == "train-classifier" else \
         ["--set", "model.encoder_depth=3", "--set", "model.decoder_channels=[32,16,8]"]
     r = _torchrun(trainer, *common, "--epochs", "1")
     assert r.returncode == 0, r.stderr[-3000:]

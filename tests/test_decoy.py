@@ -61,7 +61,7 @@ def test_rrr_term_matches_its_definition_and_trains_the_parameters():
     from ceod.classifier.loss import CEODLoss
     from ceod.classifier.model import build_classifier
     torch.manual_seed(0)
-    model = build_classifier(ClsModelConfig(width=8, downsample=1, head="flatten_linear"), 10, 28)
+    model = build_classifier(ClsModelConfig(backbone="simple", pretrained=False, width=8, downsample=1, head="flatten_linear"), 10, 28)
     x = torch.randn(4, 3, 28, 28, requires_grad=True)
     masks = torch.ones(4, 1, 28, 28)
     masks[:, :, :4, :4] = 0
@@ -88,7 +88,7 @@ def test_fast_map_splits_each_logit_exactly_over_positions(head):
     from ceod.classifier.gradcam import class_weights, fast_cam
     from ceod.classifier.model import build_classifier
     torch.manual_seed(0)
-    model = build_classifier(ClsModelConfig(width=8, downsample=1, head=head), 5, 28).eval()
+    model = build_classifier(ClsModelConfig(backbone="simple", pretrained=False, width=8, downsample=1, head=head), 5, 28).eval()
     logits, feats = model(torch.randn(3, 3, 28, 28), return_features=True)
     for c in range(5):
         cam = fast_cam(model, feats, class_weights(torch.full((3,), c), None, 5, 3, feats.device))

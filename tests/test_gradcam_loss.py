@@ -9,7 +9,7 @@ from ceod.classifier.model import build_classifier
 
 def _model(head="gap_linear", seed=0):
     torch.manual_seed(seed)
-    return build_classifier(ClsModelConfig(backbone="simple", width=8, head=head))
+    return build_classifier(ClsModelConfig(backbone="simple", pretrained=False, width=8, head=head))
 
 
 def _batch(n=6, s=32, seed=0):
@@ -103,6 +103,61 @@ def test_apply_to_def_and_warmup():
     ok_only = torch.zeros_like(labels)
     term = CEODLoss(LossConfig(apply_to="def")).term(model, logits, feats, masks, ok_only)
     assert term.item() == 0.0
-    loss = CEODLoss(LossConfig(weight=2.0, warmup_epochs=3))
+    loss = CEODLoss(LossConfig(weight=2.0, warmup_epochs=3, gate="none"))
     assert [loss.weight_at(e) for e in range(5)] == [0.5, 1.0, 1.5, 2.0, 2.0]
     assert class_weights(torch.tensor([1]), None, 2, 1, torch.device("cpu")).tolist() == [[0.0, 1.0]]
+
+
+def test_the_gate_waits_for_training_ce_then_ramps():
+    from ceod.classifier.loss import TermGate
+    gate = TermGate(LossConfig(weight=2.0, gate="ce", gate_ce=0.3, gate_window=4, ramp_steps=3), total_steps=100)
+    opened = [gate.observe(ce) for ce in (1.0, 1.0, 1.0, 1.0)]  # high CE: closed, w = 0
+    assert not any(opened) and gate.weight(5) == 0.0
+    opened = [gate.observe(ce) for ce in (0.1, 0.1, 0.1, 0.1)]  # window mean 0.325, then 0.1 < 0.3 at the 4th
+    assert opened == [False, False, False, True] and gate.opened_at == 8
+    weights = []
+    for _ in range(5):
+        weights.append(gate.weight(0))
+        gate.observe(0.1)
+    assert weights == [0.5, 1.0, 1.5, 2.0, 2.0]  # a linear ramp over ramp_steps, whatever the epoch
+    restored = TermGate(gate.cfg, 100)
+    restored.load_state_dict(gate.state_dict())  # resume keeps when it opened
+    assert restored.opened_at == 8 and restored.weight(0) == 2.0
+    late = TermGate(LossConfig(gate="ce", gate_ce=0.01, gate_deadline=0.5), total_steps=10)
+    assert [late.observe(0.69) for _ in range(5)][-1] and late.opened_at == 5  # the deadline opens it
+    assert not TermGate(LossConfig(kind="ce", gate="ce"), 10).observe(0.0)  # CE has no term to switch on
+
+
+@pytest.mark.parametrize("kind", ["overlap", "outside_mass", "signed_outside"])
+def test_centred_maps_cannot_be_lowered_by_a_class_blind_change(kind):
+    """Evidence added to every class map alike changes no decision; with `centre` it changes no
+    term either, while without centring it lowers the signed distance (the stall's minimiser)."""
+    model = _model()
+    x, masks, labels = _batch()
+    logits, feats = model(x, return_features=True)
+    centred = CEODLoss(LossConfig(distance=kind, target="all", centre=True))
+    plain = CEODLoss(LossConfig(distance=kind, target="all", centre=False))
+    head = model.head.fc
+    before = {name: loss.term(model, logits, feats, masks, labels).item()
+              for name, loss in (("centred", centred), ("plain", plain))}
+    with torch.no_grad():  # the common mode: the same weight row added to every class, inside the AOI
+        head.weight += torch.randn(1, head.weight.shape[1]).abs() * 5
+    logits2, _ = model(x, return_features=True)
+    assert torch.allclose((logits2[:, 1] - logits2[:, 0]), (logits[:, 1] - logits[:, 0]), atol=1e-4)
+    after = {name: loss.term(model, logits2, feats, masks, labels).item()
+             for name, loss in (("centred", centred), ("plain", plain))}
+    assert after["centred"] == pytest.approx(before["centred"], abs=1e-5)
+    if kind == "signed_outside":
+        assert after["plain"] != pytest.approx(before["plain"], abs=1e-3)
+
+
+def test_a_detached_denominator_only_pushes_outside_evidence():
+    signed = torch.rand(2, 8, 8, requires_grad=True)
+    mask = torch.zeros(2, 8, 8)
+    mask[:, 2:6, 2:6] = 1
+    distance(signed, mask, "signed_outside", 1e-6, detach_denominator=True).sum().backward()
+    assert signed.grad[mask == 1].abs().max() == 0  # no gradient inside the AOI
+    assert signed.grad[mask == 0].min() > 0  # outside evidence is pushed down
+    live = torch.rand(2, 8, 8, requires_grad=True)
+    distance(live, mask, "signed_outside", 1e-6).sum().backward()
+    assert live.grad[mask == 1].max() < 0  # the live normaliser rewards raising evidence inside

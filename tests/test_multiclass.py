@@ -88,7 +88,7 @@ def test_k_class_model_trains_exports_and_inspects(decoy_mnist, tmp_path):
     import onnx
     config = tmp_path / "digits.yaml"
     config.write_text(
-        "input_size: 28\naugment: []\nmodel: {downsample: 1, width: 8, head: flatten_linear}\n"
+        "input_size: 28\naugment: []\nmodel: {backbone: simple, pretrained: false, downsample: 1, width: 8, head: flatten_linear}\n"
         "loss: {kind: ceod, target: all, distance: signed_outside}\ntrain: {epochs: 3, batch_size: 32, lr: 0.003}\n")
     run = tmp_path / "run"
     _ceod("train-classifier", "--data", str(decoy_mnist), "--out", str(run), "--config", str(config),

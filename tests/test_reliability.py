@@ -17,7 +17,7 @@ from ceod.classifier.train import train_classifier
 
 EPOCHS = 8
 YAML = """input_size: 64
-model: {width: 8}
+model: {backbone: simple, pretrained: false, width: 8}
 train: {epochs: %d, batch_size: 16, lr: 0.003}
 """ % EPOCHS
 

@@ -82,7 +82,7 @@ def test_user_yaml_is_layered_over_the_packaged_one(tmp_path):
     from ceod.classifier.config import ClassifierConfig
     path = tmp_path / "mine.yaml"
     path.write_text("train: {lr: 0.01}\nloss: {distance: overlap}\n")
-    cfg = load_config(ClassifierConfig, path, "classifier.yaml", parse_sets(["train.epochs=3", "model.width=16"]))
+    cfg = load_config(ClassifierConfig, path, "classifier.yaml", parse_sets(["train.epochs=3", "model.backbone=simple", "model.pretrained=false", "model.width=16"]))
     assert cfg.train.lr == 0.01 and cfg.train.epochs == 3 and cfg.model.width == 16
     assert cfg.train.batch_size == 32 and cfg.loss.distance == "overlap" and len(cfg.augment) == 5
     assert cfg.loss.target == "all"  # a key the user did not set keeps the packaged value
@@ -98,5 +98,6 @@ def test_options_the_backbone_ignores_are_refused_at_load():
     from ceod.config import ConfigError, load_config
     from ceod.classifier.config import ClassifierConfig
     with pytest.raises(ConfigError, match="'model.width': applies to the simple backbone only"):
-        load_config(ClassifierConfig, None, "classifier.yaml", {"model.backbone": "resnet18", "model.width": 16})
-    assert load_config(ClassifierConfig, None, "classifier.yaml", {"model.backbone": "resnet18"}).model.width == 32
+        load_config(ClassifierConfig, None, "classifier.yaml", {"model.backbone": "resnet18", "model.pretrained": False, "model.width": 16})
+    assert load_config(ClassifierConfig, None, "classifier.yaml",
+                       {"model.backbone": "resnet18", "model.pretrained": False}).model.width == 32
