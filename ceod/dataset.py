@@ -449,6 +449,24 @@ def _train_val(manifest: Manifest, train_split: str, val_split: str, val_fractio
     return ([s for s, v in zip(train, in_val) if not v], [s for s, v in zip(train, in_val) if v])
 
 
+MIN_VAL_GROUPS = 5    # families of one class below which validation speaks for a few parts only
+MIN_VAL_IMAGES = 20
+
+
+def validation_warnings(val: list[Sample], classes: tuple[str, ...] | list[str]) -> list[str]:
+    """What makes a validation set unfit to pick a checkpoint or calibrate a threshold: a class
+    with too few images or too few families (`group`; an image without one is its own)."""
+    warnings_ = []
+    for index, name in enumerate(classes):
+        rows = [s for s in val if s.label == index]
+        groups = {s.extra.get("group") or str(s.image) for s in rows}
+        if len(rows) < MIN_VAL_IMAGES or len(groups) < MIN_VAL_GROUPS:
+            warnings_.append(f"validation holds {len(rows)} '{name}' image(s) from {len(groups)} famil"
+                             f"{'y' if len(groups) == 1 else 'ies'} (fewer than {MIN_VAL_IMAGES} images or "
+                             f"{MIN_VAL_GROUPS} families): its scores speak for those parts only")
+    return warnings_
+
+
 def load_train_val(data: str | Path, cfg, seed: int, skip_bad: bool = False,
                    filters: dict[str, str] | None = None, max_train_images: int | None = None,
                    require_aoi: bool = False, progress: bool = True) -> tuple[LoadedSplit, LoadedSplit]:

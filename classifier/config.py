@@ -46,14 +46,14 @@ class LossConfig:
     target: Literal["label", "def", "predicted", "contrast", "all", "sampled"] = "all"
     sampled_classes: int = 2  # target sampled: the true class's map + this many random other classes' maps
     apply_to: Literal["all", "def"] = "all"
-    distance: Literal["overlap", "outside_mass", "signed_outside", "outside_evidence"] = "signed_outside"
+    distance: Literal["overlap", "outside_mass", "signed_outside", "outside_evidence"] = "outside_evidence"
     eps: float = 1e-6
     # centre every class map on the mean over classes (S_c - mean_k S_k) before the distance:
     # evidence added to every class alike changes no decision, and centred, it changes no map
     centre: bool = True
     # the distance's normaliser (sum of the map) treated as a constant: the term can then only
     # remove evidence outside the AOI, never lower itself by adding evidence inside
-    detach_denominator: bool = True
+    detach_denominator: bool = False
     warmup_epochs: int = 3  # gate none: w ramps linearly, reaching `weight` at epoch warmup_epochs
     # when the term switches on. none: from the first step (with warmup_epochs). ce: once the running
     # mean of the training cross-entropy over gate_window steps falls below gate_ce (or at

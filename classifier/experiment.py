@@ -73,6 +73,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
                                "loss.weight": 1.0, "loss.warmup_epochs": 3,
                                "augment+": [{"name": "BackgroundSwap", "p": 0.5}]},
     "default-bgswap": {"augment+": [{"name": "BackgroundSwap", "p": 0.5}]},
+    # the receptive-field leak: a map twice as fine (dilated last stages, same weights)
+    "default-os16": {"model.output_stride": 16},
+    "ce-os16": {"loss.kind": "ce", "model.output_stride": 16},
     # the backbone before pretrained weights: the simple CNN from scratch, ImageNet normalisation
     "ce-simple": {"loss.kind": "ce", "model.backbone": "simple", "model.pretrained": False,
                   "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225], "train.lr": 0.002},
@@ -202,12 +205,29 @@ def presets(out: Path, casting: Path | None = None) -> dict[str, DatasetSpec]:
 def run_one(spec: DatasetSpec, variant: str, seed: int, out: Path, epochs: int | None) -> dict[str, Any]:
     run = out / spec.name / f"{variant}-seed{seed}"
     result_path = run / "result.json"
-    if result_path.is_file():
-        return json.loads(result_path.read_text())
-    with _claim(run, result_path):
-        if result_path.is_file():  # another process finished it while we waited
-            return json.loads(result_path.read_text())
-        return _train_and_evaluate(spec, variant, seed, run, result_path, epochs)
+    if not result_path.is_file():
+        with _claim(run, result_path):
+            if not result_path.is_file():  # another process may have finished it while we waited
+                _train_and_evaluate(spec, variant, seed, run, result_path, epochs)
+    result = json.loads(result_path.read_text())
+    if "val_audit" not in result:  # results from before the validation audit: add it
+        result["val_audit"] = validation_audit(spec, run, seed)
+        result_path.write_text(json.dumps(result, indent=1))
+    return result
+
+
+def validation_audit(spec: DatasetSpec, run: Path, seed: int) -> dict[str, float]:
+    """Decision flips per replacement on the run's own validation rows (the same carve training
+    used): background reliance measured without any test split, for rules that choose."""
+    from ceod.dataset import train_val
+    model, cfg, meta = load_classifier(run)
+    manifest = read_manifest(spec.data, spec.split_column_for(seed), classes=class_names(meta))
+    _, rows = train_val(manifest, cfg.train_split, cfg.val_split, cfg.val_fraction, None, seed, cfg.max_val_images)
+    rows = [r for r in rows if r.aoi is not None]
+    if spec.audit_max and len(rows) > spec.audit_max:
+        rows = [rows[i] for i in sorted(np.random.default_rng(seed).permutation(len(rows))[:spec.audit_max])]
+    data = load_split(rows, cfg.input_size, root=spec.data, classes=manifest.classes)
+    return {k: v["flip_rate"] for k, v in audit(model, cfg, meta, data, seed=seed).items() if k in REPLACEMENTS}
 
 
 @contextlib.contextmanager
@@ -281,6 +301,7 @@ def _train_and_evaluate(spec: DatasetSpec, variant: str, seed: int, run: Path, r
         for split, data in loaded.items():
             ev = evaluate(last_model, cfg, last_meta, data)
             result["last_epoch"][split] = {"balanced_accuracy": ev["balanced_accuracy"], "auroc": ev["auroc"]}
+    result["val_audit"] = validation_audit(spec, run, seed)
     result["wall_seconds"] = round(time.perf_counter() - started, 1)
     result_path.write_text(json.dumps(result, indent=1))
     print(f"[experiment] {spec.name} {variant} seed {seed}: " + ", ".join(

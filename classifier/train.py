@@ -12,7 +12,7 @@ import torch
 from ceod.classes import is_anomaly
 from ceod.config import ConfigError, to_dict
 from ceod.contract import model_metadata
-from ceod.dataset import Sample, fingerprint, load_train_val
+from ceod.dataset import Sample, fingerprint, load_train_val, validation_warnings
 from ceod.distributed import DistContext
 from ceod.metrics import calibrate_threshold, classification_metrics, nanmean
 from ceod.torchdata import SplitDataset
@@ -52,6 +52,13 @@ def train_classifier(cfg: ClassifierConfig, data: str | Path, out: str | Path, s
                                 progress=progress and ctx.is_main)
     classes = train.classes
     anomaly = is_anomaly(classes)
+    val_warnings = validation_warnings(val.samples, classes)
+    if ctx.is_main:
+        for warning in val_warnings:
+            log.warning("%s; %s", warning,
+                        f"the kept model is the mean of the last {cfg.train.average_last} epochs' weights"
+                        if cfg.train.average_last else
+                        "the best-validation epoch may be a lucky one: set train.average_last")
     if not anomaly and (cfg.loss.target in ("def", "contrast") or cfg.loss.apply_to == "def"):
         raise ConfigError(f"config keys 'loss.target: {cfg.loss.target}' / 'loss.apply_to: {cfg.loss.apply_to}' "
                           f"need the ok/def classes; this data has {list(classes)}: use target label, "
@@ -125,7 +132,8 @@ def train_classifier(cfg: ClassifierConfig, data: str | Path, out: str | Path, s
                    "best_epoch": result["best_epoch"], "best": best, "train_seconds": result["seconds"],
                    "term_switched_on_at_step": criterion.gate.opened_at, "steps": total_steps,
                    "step_ms_median": result["step_ms_median"],
-                   "train_images": len(train), "val_images": len(val), "data_fingerprint": fp,
+                   "train_images": len(train), "val_images": len(val), "val_warnings": val_warnings,
+                   "data_fingerprint": fp,
                    "class_names": list(classes),
                    "config": to_dict(cfg)}
         write_json(out / "metrics.json", summary)

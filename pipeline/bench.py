@@ -121,7 +121,7 @@ def _training_preset(preset: str) -> tuple[dict[str, Any], int]:
 
 
 def training_cost(input_size: int | None = None, batch: int | None = None, iters: int = 8, warmup: int = 2,
-                  backbone: str = "simple", preset: str = "default") -> dict[str, Any]:
+                  backbone: str | None = None, preset: str = "default") -> dict[str, Any]:
     """CE vs CEOD (fast and general Grad-CAM paths, one map or every class's) vs RRR training-step
     time, interleaved, and the memory autograd keeps for backward (sum of saved tensors).
 
@@ -135,9 +135,15 @@ def training_cost(input_size: int | None = None, batch: int | None = None, iters
     from ceod.classifier.model import build_classifier
 
     overrides, classes = _training_preset(preset)
-    base = load_config(ClassifierConfig, None, "classifier.yaml", {"model.backbone": backbone, **overrides})
+    if backbone:  # another backbone than the preset's; pretrained only where weights ship
+        from ceod.weights import has_packaged_weights
+        overrides = {**overrides, "model.backbone": backbone, "model.pretrained": has_packaged_weights(backbone)}
+    base = load_config(ClassifierConfig, None, "classifier.yaml", overrides)
+    backbone = base.model.backbone
     input_size = input_size or base.input_size
     batch = batch or base.train.batch_size
+    # every CEOD variant timed with its term on (no gate, no ramp): the cost after the gate opens
+    # (ceod_fast is the packaged default loss on the fast path)
     variants = {"ce": {"kind": "ce"}, "ceod_fast": {"kind": "ceod", "gradcam": "fast"},
                 "ceod_fast_all_classes": {"kind": "ceod", "gradcam": "fast", "target": "all",
                                           "distance": "signed_outside"},
@@ -155,7 +161,7 @@ def training_cost(input_size: int | None = None, batch: int | None = None, iters
         torch.manual_seed(0)
         model = build_classifier(base.model, classes, input_size).train()
         from dataclasses import replace
-        loss = CEODLoss(replace(base.loss, **over))
+        loss = CEODLoss(replace(base.loss, **{"gate": "none", "warmup_epochs": 0, **over}))
         opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
         setups[name] = (model, loss, opt)
 

@@ -17,7 +17,10 @@ def write_report(out: Path, f: dict[str, Any]) -> Path:
     L: list[str] = []
     L += [f"# ceod demo report{' (quick)' if f['quick'] else ''}", "",
           f"Wall time **{f['wall_seconds']:.0f} s** on this machine. CEOD variant `{f['variant']}`, seed {f['seed']}. "
-          "Every figure below was measured in this run; `facts.json` holds them all.", ""]
+          "Every figure below was measured in this run; `facts.json` holds them all. "
+          f"Torch ran {f.get('torch_threads', '?')} thread(s) on {f.get('cpu_capability', '?')} kernels: the same "
+          "seed, thread count and kernels give the same weights bit for bit; another thread count or CPU "
+          "sums in another order.", ""]
     if f["quick"]:
         L += ["> **Quick mode** is a plumbing check: a 64 px line and a few epochs leave the classifiers "
               "under-trained, so its accuracy figures say nothing about CE vs CEOD. Run `ceod demo` (full) "
@@ -37,8 +40,9 @@ def write_report(out: Path, f: dict[str, Any]) -> Path:
           f"Predicted masks for all {f['predict_aoi']['rows']} images supervise the CEOD classifier.", "",
           f"Worst five test images (green: annotation, red: prediction): ![worst]({_rel(out, segt['overlay'])})", ""]
     L += ["## 3. Plain CNN (CE) vs CEOD", "", f"**{f['verdict']}**", "",
-          f"CEOD here is `{f['variant']}`" + (" (configs/classifier.yaml as it ships: |signed Grad-CAM| of "
-                                             "every class outside the AOI, w ramped in over 3 epochs)"
+          f"CEOD here is `{f['variant']}`" + (" (configs/classifier.yaml as it ships: the evidence of every "
+                                             "class's centred Grad-CAM outside the AOI, switched on once the "
+                                             "training cross-entropy has fallen)"
                                              if f["variant"] == "default" else "") + "; CE is the same network and "
           "augmentation without the AOI term (and without BackgroundSwap). "
           "Balanced accuracy at the threshold calibrated on validation; `aoi_attention` = share of the "

@@ -39,7 +39,7 @@ def test_report_figures_match_the_run(demo):
     assert [r["batch"] for r in ratios] == [1, 8] and all(r["ceod_over_plain_p50"] > 0 and r["same_model_noise_p50"] > 0 for r in ratios)
     assert f"{facts['inspect']['records']} records" in text
     # the one-sentence verdict is computed from this run's own figures and printed in the report
-    assert facts["verdict"] in text and re.match(r"CEOD (beat CE on \d of 3|did not beat CE)", facts["verdict"])
+    assert facts["verdict"] in text and re.match(r"seed 0: CEOD (beat CE on \d of 3|did not beat CE)", facts["verdict"])
     plain = facts["evaluation"]["plain"]["test_anti"]["balanced_accuracy"]
     ceod = facts["evaluation"]["ceod"]["test_anti"]["balanced_accuracy"]
     assert f"{100 * (ceod - plain):+.1f} points" in facts["verdict"]

@@ -93,3 +93,16 @@ def test_a_pretrained_classifier_trains_and_exports_with_parity(tiny_dataset, tm
     assert summary["config"]["model"]["backbone"] == "efficientnet_lite0"
     report = export_run(tmp_path / "run", tmp_path / "lite0.onnx", heatmap=True)
     assert report["max_abs_diff"] <= 1e-4, report
+
+
+def test_a_validation_carve_of_few_families_is_named(casting):
+    """The case behind the averaged default: casting's grouped training split leaves validation
+    three 'ok' families, whatever the seed; a best-epoch pick there scored 0.52 AUROC on test."""
+    from ceod.dataset import read_manifest, train_val, validation_warnings
+    manifest = read_manifest(casting, "split_grouped")
+    _, val = train_val(manifest, "train", "val", 0.15, {"aoi_status": "ok"}, seed=0)
+    warnings = validation_warnings(val, manifest.classes)
+    assert len(warnings) == 1 and "'ok' image(s) from 3 families" in warnings[0]
+    default = load_config(ClassifierConfig, None, "classifier.yaml")
+    assert default.train.average_last == 3  # the packaged rule: no epoch is picked on such a set
+    assert not validation_warnings([s for s in manifest.samples if s.split == "test"], manifest.classes)
