@@ -38,10 +38,16 @@ def binary_metrics(scores: np.ndarray, labels: np.ndarray, threshold: float,
     specificity = tn / (tn + fp) if tn + fp else float("nan")
     precision = tp / (tp + fp) if tp + fp else 0.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    ranked = scores if ranking is None else ranking
+    best = (float(np.nanmax(threshold_sweep(ranked, labels)["balanced_accuracy"]))
+            if labels.any() and (~labels).any() else float("nan"))
     return {"accuracy": (tp + tn) / max(len(labels), 1),
             "balanced_accuracy": float(np.nanmean([recall, specificity])),
             "precision": precision, "recall": recall, "f1": f1,
-            "auroc": auroc(scores if ranking is None else ranking, labels), "threshold": float(threshold),
+            "auroc": auroc(ranked, labels), "threshold": float(threshold),
+            # the best any threshold could do on these very rows: how much the calibrated one
+            # costs; a figure to report, never one to choose a threshold with
+            "balanced_accuracy_best_threshold": best,
             "confusion": [[tn, fp], [fn, tp]]}
 
 

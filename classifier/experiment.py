@@ -213,7 +213,21 @@ def run_one(spec: DatasetSpec, variant: str, seed: int, out: Path, epochs: int |
     if "val_audit" not in result:  # results from before the validation audit: add it
         result["val_audit"] = validation_audit(spec, run, seed)
         result_path.write_text(json.dumps(result, indent=1))
+    if any("balanced_accuracy_best_threshold" not in r for r in result["splits"].values()):
+        result["splits"] = _with_best_threshold(spec, run, seed, result["splits"])
+        result_path.write_text(json.dumps(result, indent=1))
     return result
+
+
+def _with_best_threshold(spec: DatasetSpec, run: Path, seed: int, splits: dict[str, dict]) -> dict[str, dict]:
+    """Results from before the best-threshold figure: evaluate the kept model once more."""
+    model, cfg, meta = load_classifier(run)
+    manifest = read_manifest(spec.data, spec.split_column_for(seed), classes=class_names(meta))
+    for split, figures in splits.items():
+        data = load_split(manifest.split(split), cfg.input_size, root=spec.data, classes=manifest.classes)
+        figures["balanced_accuracy_best_threshold"] = evaluate(model, cfg, meta, data).get(
+            "balanced_accuracy_best_threshold")
+    return splits
 
 
 def validation_audit(spec: DatasetSpec, run: Path, seed: int) -> dict[str, float]:
@@ -289,6 +303,7 @@ def _train_and_evaluate(spec: DatasetSpec, variant: str, seed: int, run: Path, r
             audited = data.subset(sorted(np.random.default_rng(seed).permutation(len(data))[:spec.audit_max]))
         au = audit(model, cfg, meta, audited, seed=seed)
         result["splits"][split] = {"balanced_accuracy": ev["balanced_accuracy"], "auroc": ev["auroc"],
+                                   "balanced_accuracy_best_threshold": ev.get("balanced_accuracy_best_threshold"),
                                    "accuracy": ev["accuracy"],
                                    "aoi_attention": ev["aoi_attention"],
                                    "flip": {k: au[k]["flip_rate"] for k in REPLACEMENTS},

@@ -52,3 +52,13 @@ def test_sorted_sweep_matches_brute_force(seed, mode):
     scores = np.round(rng.random(n) * 0.6 + 0.3 * labels, int(rng.integers(1, 4)))  # ties included
     assert calibrate_threshold(scores, labels, mode, 0.9) == _calibrate_by_brute_force(scores, labels, mode, 0.9)
 
+
+
+def test_best_threshold_figure_is_reported_beside_the_calibrated_one():
+    from ceod.metrics import binary_metrics
+    scores = np.array([0.1, 0.2, 0.3, 0.6, 0.7, 0.8])
+    labels = np.array([0, 0, 0, 1, 1, 1])
+    miscalibrated = binary_metrics(scores, labels, threshold=0.75)  # a threshold set elsewhere
+    assert miscalibrated["balanced_accuracy"] == pytest.approx(2 / 3)
+    assert miscalibrated["balanced_accuracy_best_threshold"] == 1.0  # 0.6 would have separated them
+    assert np.isnan(binary_metrics(scores, np.ones(6), 0.5)["balanced_accuracy_best_threshold"])

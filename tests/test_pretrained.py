@@ -106,3 +106,15 @@ def test_a_validation_carve_of_few_families_is_named(casting):
     default = load_config(ClassifierConfig, None, "classifier.yaml")
     assert default.train.average_last == 3  # the packaged rule: no epoch is picked on such a set
     assert not validation_warnings([s for s in manifest.samples if s.split == "test"], manifest.classes)
+
+
+def test_a_pretrained_segmenter_trains_and_exports_with_parity(tiny_dataset, tmp_path):
+    from ceod.export.onnx_export import export_run
+    from ceod.segmenter.config import SegmenterConfig
+    from ceod.segmenter.train import train_segmenter
+    cfg = load_config(SegmenterConfig, None, "segmenter.yaml", {
+        "input_size": 64, "train.epochs": 1, "train.batch_size": 16, "model.encoder": "tu-efficientnet_lite0",
+        "model.pretrained": True})
+    train_segmenter(cfg, tiny_dataset, tmp_path / "seg", seed=0, max_train_images=32, progress=False)
+    report = export_run(tmp_path / "seg", tmp_path / "seg.onnx")
+    assert report["max_abs_diff"] <= 1e-4, report
