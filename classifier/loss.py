@@ -103,7 +103,7 @@ class TermGate:
         """Record one training step's CE; True when this step opened the gate."""
         self.recent.append(ce)
         self.step += 1
-        if self.cfg.kind != "ceod" or self.cfg.gate == "none" or self.opened_at is not None:
+        if self.cfg.kind == "ce" or self.cfg.gate == "none" or self.opened_at is not None:
             return False
         full = len(self.recent) == self.recent.maxlen
         late = self.total_steps > 0 and self.step >= self.cfg.gate_deadline * self.total_steps

@@ -184,9 +184,11 @@ def test_the_papers_form_is_one_option_away():
     from ceod.classifier.config import ClassifierConfig
     default = load_config(ClassifierConfig, None, "classifier.yaml")
     paper = load_config(ClassifierConfig, "paper", "classifier.yaml")
-    assert (default.loss.distance, default.loss.target, default.loss.warmup_epochs) == ("signed_outside", "all", 3)
+    assert (default.loss.distance, default.loss.target, default.loss.centre, default.loss.gate) == (
+        "outside_evidence", "all", True, "ce")
     assert (paper.loss.kind, paper.loss.target, paper.loss.distance, paper.loss.warmup_epochs) == (
         "ceod", "label", "overlap", 0)
+    assert (paper.loss.centre, paper.loss.detach_denominator, paper.loss.gate) == (False, False, "none")
     assert paper.augment == default.augment and paper.train == default.train  # only the loss differs
 
 

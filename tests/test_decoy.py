@@ -66,7 +66,7 @@ def test_rrr_term_matches_its_definition_and_trains_the_parameters():
     masks = torch.ones(4, 1, 28, 28)
     masks[:, :, :4, :4] = 0
     y = torch.tensor([0, 3, 5, 9])
-    loss = CEODLoss(LossConfig(kind="rrr", weight=2.0, warmup_epochs=0))
+    loss = CEODLoss(LossConfig(kind="rrr", weight=2.0, warmup_epochs=0, gate="none"))
     logits, feats = model(x, return_features=True)
     out = loss(model, logits, feats, masks, y, inputs=x)
     # the definition, written out: mean_b sum_pixels ((1 - M) * d sum_k log p_k / dx)^2

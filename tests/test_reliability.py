@@ -53,10 +53,14 @@ def test_sigkill_then_resume_matches_uninterrupted(tiny_dataset, tmp_path, cfg_f
     done = len(_history(run))
     assert 2 <= done < EPOCHS, f"the kill came after {done} epochs"
     resumed = train_classifier(cfg, tiny_dataset, run, seed=5, resume=run, progress=False)
-    assert len(_history(run)) == EPOCHS
-    for key in ("val_auroc", "val_balanced_accuracy", "val_aoi_attention", "train_loss"):
+    history = _history(run)  # the packaged default keeps the mean of the last epochs: one row more
+    assert len(history) == EPOCHS + 1 and history[-1]["averaged_epochs"] == 3
+    for key in ("val_auroc", "val_balanced_accuracy", "val_aoi_attention"):
         assert resumed["best"][key] == pytest.approx(full["best"][key], abs=1e-4, nan_ok=True), key
-    assert resumed["best_epoch"] == full["best_epoch"]
+    full_history = _history(tmp_path / "full")
+    assert history[-2]["train_loss"] == pytest.approx(full_history[-2]["train_loss"], abs=1e-4)
+    assert resumed["best_epoch"] == full["best_epoch"] == EPOCHS
+    assert resumed["term_switched_on_at_step"] == full["term_switched_on_at_step"]  # the gate's state resumed too
     a = load_checkpoint(tmp_path / "full" / "last.pt")["state_dict"]
     b = load_checkpoint(run / "last.pt")["state_dict"]
     worst = max(float((a[k].float() - b[k].float()).abs().max()) for k in a)
@@ -74,7 +78,8 @@ def test_resume_refuses_a_changed_config_unless_forced(tiny_dataset, tmp_path, c
         out = train_classifier(changed, tiny_dataset, tmp_path / "r", seed=0, resume=tmp_path / "r",
                                force_resume=True, progress=False)
     assert out["config"]["train"]["lr"] == 0.01
-    assert [h["epoch"] for h in _history(tmp_path / "r")] == [0, 1]  # epoch 0 kept, epoch 1 added
+    trained = [h["epoch"] for h in _history(tmp_path / "r") if "train_loss" in h]
+    assert trained == [0, 1]  # epoch 0 kept, epoch 1 added (then the averaged model's row)
 
 
 def test_changing_only_the_epoch_count_resumes_without_force(tiny_dataset, tmp_path, cfg_file):
@@ -82,7 +87,7 @@ def test_changing_only_the_epoch_count_resumes_without_force(tiny_dataset, tmp_p
     train_classifier(cfg, tiny_dataset, tmp_path / "r", seed=0, progress=False)
     longer = load_config(ClassifierConfig, cfg_file, "classifier.yaml", {"train.epochs": 3})
     train_classifier(longer, tiny_dataset, tmp_path / "r", seed=0, resume=tmp_path / "r", progress=False)
-    history = _history(tmp_path / "r")
+    history = [h for h in _history(tmp_path / "r") if "train_loss" in h]
     assert [h["epoch"] for h in history] == [0, 1, 2]
     assert history[-1]["lr"] < history[1]["lr"]  # the 3-epoch schedule, fast-forwarded, decays to its end
 
