@@ -64,8 +64,14 @@ class LossConfig:
     gate_deadline: float = 0.5
     ramp_steps: int = 50
     gradcam: Literal["auto", "fast", "general"] = "auto"
+    # kind ceod: add RRR's input-gradient penalty on the first input_grad_images images of each
+    # batch (weight input_grad_weight, under the same gate and ramp); 0 = off
+    input_grad_weight: float = 0.0
+    input_grad_images: int = 4
 
     def validate(self) -> None:
+        if self.input_grad_weight < 0 or self.input_grad_images < 1:
+            raise ConfigError("config keys 'loss.input_grad_weight' >= 0, 'loss.input_grad_images' >= 1")
         if self.sampled_classes < 1:
             raise ConfigError("config key 'loss.sampled_classes': at least 1")
         if self.weight < 0 or self.eps <= 0 or self.warmup_epochs < 0:

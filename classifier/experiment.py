@@ -76,6 +76,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # the receptive-field leak: a map twice as fine (dilated last stages, same weights)
     "default-os16": {"model.output_stride": 16},
     "ce-os16": {"loss.kind": "ce", "model.output_stride": 16},
+    # ... and an input-gradient (RRR) penalty on 4 images of each batch beside the default term;
+    # its strength (`default-rrr4@LAMBDA`) is loss.input_grad_weight
+    "default-rrr4": {"loss.input_grad_images": 4},
     # the backbone before pretrained weights: the simple CNN from scratch, ImageNet normalisation
     "ce-simple": {"loss.kind": "ce", "model.backbone": "simple", "model.pretrained": False,
                   "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225], "train.lr": 0.002},
@@ -83,6 +86,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "ce-clean": {"loss.kind": "ce", "train_split": "train_clean", "val_split": "val_clean"},
 }
 STRENGTH_KEY = "loss.weight"
+STRENGTH_KEYS = {"default-rrr4": "loss.input_grad_weight"}  # families whose strength is another key
 APPEND_AUGMENT = "augment+"
 
 
@@ -109,7 +113,7 @@ def variant_overrides(name: str) -> dict[str, Any]:
     over = dict(VARIANTS[base])
     if strength:
         try:
-            over[STRENGTH_KEY] = float(strength)
+            over[STRENGTH_KEYS.get(base, STRENGTH_KEY)] = float(strength)
         except ValueError:
             raise CeodError(f"variant {name!r}: the strength after @ must be a number") from None
     return over

@@ -24,6 +24,7 @@ through autograd.grad(create_graph=True) (a second backward: about twice CE's st
 from __future__ import annotations
 
 from collections import deque
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -72,6 +73,21 @@ def distance(signed: torch.Tensor, mask: torch.Tensor, kind: str, eps: float,
     if kind not in DISTANCES:
         raise ValueError(f"loss.distance {kind!r}: choose from {sorted(DISTANCES)}")
     return DISTANCES[kind](signed, mask, eps, detach_denominator, cells or signed[0].numel())
+
+
+@contextmanager
+def frozen_batchnorm_statistics(model: nn.Module):
+    """A forward in training mode that leaves BatchNorm's running statistics as they were (an
+    extra pass over a few images must not pull them towards that small batch)."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [m.momentum for m in norms]
+    for m in norms:
+        m.momentum = 0.0
+    try:
+        yield
+    finally:
+        for m, momentum in zip(norms, saved):
+            m.momentum = momentum
 
 
 class TermGate:
@@ -210,7 +226,20 @@ class CEODLoss(nn.Module):
                 term = self.term(model, logits, features, masks, labels) if self._fast(model) else ce * 0
             return LossOutput(ce, ce, term, 0.0)
         term = self.term(model, logits, features, masks, labels)
-        return LossOutput(ce + w * term, ce, term, w)
+        total = ce + w * term
+        if self.cfg.input_grad_weight > 0 and inputs is not None and w > 0:
+            # RRR on a few images of the batch: the input-gradient penalty reaches what a cell
+            # inside the AOI reads through its receptive field, at a fraction of RRR's cost
+            if hasattr(model, "module"):
+                raise ValueError("loss.input_grad_weight: a second forward per step is not supported "
+                                 "under torchrun (DDP); train on one process or set it to 0")
+            k = min(self.cfg.input_grad_images, len(inputs))
+            sub = inputs[:k].detach().requires_grad_(True)
+            with frozen_batchnorm_statistics(model):
+                sub_logits = model(sub)
+            rrr = self.input_gradient_term(sub_logits, sub, masks[:k])
+            total = total + self.cfg.input_grad_weight * (w / max(self.cfg.weight, 1e-12)) * rrr
+        return LossOutput(total, ce, term, w)
 
     def _fast(self, model: nn.Module) -> bool:
         return unwrap(model).has_linear_head and self.cfg.gradcam != "general"

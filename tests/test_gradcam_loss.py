@@ -161,3 +161,21 @@ def test_a_detached_denominator_only_pushes_outside_evidence():
     live = torch.rand(2, 8, 8, requires_grad=True)
     distance(live, mask, "signed_outside", 1e-6).sum().backward()
     assert live.grad[mask == 1].max() < 0  # the live normaliser rewards raising evidence inside
+
+
+def test_input_gradient_on_a_subset_adds_rrr_and_leaves_batchnorm_alone():
+    model = _model()
+    x, masks, labels = _batch()
+    logits, feats = model(x, return_features=True)
+    plain = CEODLoss(LossConfig(gate="none", warmup_epochs=0))
+    mixed = CEODLoss(LossConfig(gate="none", warmup_epochs=0, input_grad_weight=3.0, input_grad_images=2))
+    stats = [m.running_mean.clone() for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    base = plain(model, logits, feats, masks, labels, inputs=x)
+    out = mixed(model, logits, feats, masks, labels, inputs=x)
+    after = [m.running_mean for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert all(torch.equal(a, b) for a, b in zip(stats, after))  # the extra pass moved no statistic
+    sub = x[:2].clone().requires_grad_(True)
+    expected = CEODLoss(LossConfig(kind="rrr")).input_gradient_term(model(sub), sub, masks[:2])
+    assert out.total.item() == pytest.approx(base.total.item() + 3.0 * expected.item(), rel=1e-4)
+    out.total.backward()
+    assert all(p.grad is not None for p in model.parameters())
