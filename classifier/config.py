@@ -58,7 +58,7 @@ class LossConfig:
     # when the term switches on. none: from the first step (with warmup_epochs). ce: once the running
     # mean of the training cross-entropy over gate_window steps falls below gate_ce (or at
     # gate_deadline of the run at the latest), then w ramps from 0 over ramp_steps steps
-    gate: Literal["none", "ce"] = "ce"
+    gate: Literal["none", "ce"] = "none"
     gate_ce: float = 0.3
     gate_window: int = 20
     gate_deadline: float = 0.5

@@ -185,7 +185,7 @@ def test_the_papers_form_is_one_option_away():
     default = load_config(ClassifierConfig, None, "classifier.yaml")
     paper = load_config(ClassifierConfig, "paper", "classifier.yaml")
     assert (default.loss.distance, default.loss.target, default.loss.centre, default.loss.gate) == (
-        "outside_evidence", "all", True, "ce")
+        "outside_evidence", "all", True, "none")
     assert (paper.loss.kind, paper.loss.target, paper.loss.distance, paper.loss.warmup_epochs) == (
         "ceod", "label", "overlap", 0)
     assert (paper.loss.centre, paper.loss.detach_denominator, paper.loss.gate) == (False, False, "none")

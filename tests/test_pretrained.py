@@ -88,7 +88,7 @@ def test_a_pretrained_classifier_trains_and_exports_with_parity(tiny_dataset, tm
     from ceod.classifier.train import train_classifier
     from ceod.export.onnx_export import export_run
     cfg = load_config(ClassifierConfig, None, "classifier.yaml", {
-        "input_size": 96, "train.epochs": 1, "train.batch_size": 16, "loss.gate_window": 2})
+        "input_size": 96, "train.epochs": 1, "train.batch_size": 16})
     summary = train_classifier(cfg, tiny_dataset, tmp_path / "run", seed=0, max_train_images=48, progress=False)
     assert summary["config"]["model"]["backbone"] == "efficientnet_lite0"
     report = export_run(tmp_path / "run", tmp_path / "lite0.onnx", heatmap=True)
