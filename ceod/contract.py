@@ -13,6 +13,7 @@ from ceod.classes import ANOMALY_CLASSES
 from ceod.errors import CeodError
 
 PREFIX = "ceod."
+MAX_PROP_CHARS = 65_536  # one metadata value; ceod's own are a few hundred characters
 KINDS = ("classifier", "segmenter")
 # Keys every exported model carries (values are JSON in the ONNX file, model_kind plain text).
 REQUIRED = ("model_kind", "input_size", "colour_order", "mean", "std", "class_names", "threshold",
@@ -70,6 +71,10 @@ class ModelInfo:
         if props.get(f"{PREFIX}model_kind") not in KINDS:
             raise MetadataError(f"{path} carries no ceod metadata (ceod.model_kind); export it with "
                                 "`ceod export`, which writes preprocessing and threshold into the model")
+        oversize = [k for k, v in props.items() if k.startswith(PREFIX) and len(v) > MAX_PROP_CHARS]
+        if oversize:
+            raise MetadataError(f"{path}: metadata value {oversize[0]} is over {MAX_PROP_CHARS} characters; "
+                                "refused (re-export it with `ceod export`)")
         try:
             get = lambda k: json.loads(props[f"{PREFIX}{k}"])  # noqa: E731
             return cls(props[f"{PREFIX}model_kind"], int(get("input_size")), get("colour_order"),
@@ -77,3 +82,5 @@ class ModelInfo:
                        get("training_loss"), get("package_version"), get("data_fingerprint"), outputs, props)
         except (KeyError, ValueError, TypeError) as exc:
             raise MetadataError(f"{path}: incomplete ceod metadata ({exc})") from None
+        except RecursionError:
+            raise MetadataError(f"{path}: ceod metadata nested too deeply to read; refused") from None

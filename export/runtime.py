@@ -125,10 +125,58 @@ def create_session(path: str | Path, provider: str = "auto", threads: int = 0, s
     props = session.get_modelmeta().custom_metadata_map
     try:
         info = ModelInfo.from_props(props, tuple(o.name for o in session.get_outputs()), str(path))
+        check_against_graph(info, session, str(path))
     except MetadataError as exc:
         raise RuntimeModelError(str(exc)) from None
     log.info("%s: providers in use %s", path.name, used)
     return session, info
+
+
+def _static(dim: Any) -> int | None:
+    return dim if isinstance(dim, int) and dim > 0 else None
+
+
+def check_against_graph(info: ModelInfo, session: Any, path: str) -> None:
+    """Refuse a model whose metadata contradicts its graph or cannot give a safe verdict: a
+    threshold that is not a number in [0, 1], a zero or non-finite std, a mean/std per channel
+    that does not match the input's channels, class names that do not match the logits' width,
+    an input size that is not the graph's. Fail closed: such a model would pass defective parts."""
+    def refuse(what: str) -> None:
+        raise MetadataError(f"{path}: refused, {what}; re-export it with `ceod export`")
+
+    if not (np.isfinite(info.threshold) and 0.0 <= info.threshold <= 1.0):
+        refuse(f"decision threshold {info.threshold!r} is not a number in [0, 1]")
+    mean, std = np.asarray(info.mean, float), np.asarray(info.std, float)
+    if not (np.isfinite(mean).all() and np.isfinite(std).all() and (std > 0).all()):
+        refuse(f"normalisation mean {list(info.mean)} / std {list(info.std)} must be finite with std > 0")
+    shape = session.get_inputs()[0].shape
+    channels = _static(shape[1]) if len(shape) == 4 else None
+    if len(shape) != 4:
+        refuse(f"input has shape {shape}, expected [N,3,H,W]")
+    if len(mean) != (channels or 3) or len(std) != (channels or 3):
+        refuse(f"mean/std have {len(mean)}/{len(std)} values for an input of {channels or 3} channels")
+    for axis, name in ((2, "height"), (3, "width")):
+        if _static(shape[axis]) not in (None, info.input_size):
+            refuse(f"metadata input_size {info.input_size} but the graph's input {name} is {shape[axis]}")
+    if info.kind == "classifier":
+        names = info.class_names
+        if len(names) < 2 or len(set(names)) != len(names) or not all(isinstance(n, str) and n for n in names):
+            refuse(f"class names {list(names)[:8]} must be two or more distinct names")
+        logits = next((o for o in session.get_outputs() if o.name == "logits"), None)
+        if logits is None:
+            refuse("no 'logits' output")
+        width = _static(logits.shape[-1]) if logits.shape else None
+        if width is not None and width != len(names):
+            refuse(f"{len(names)} class names for {width} logits")
+
+
+def file_sha256(path: str | Path) -> str:
+    import hashlib
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -145,6 +193,7 @@ class OnnxModel:
         self.path = Path(path)
         self.provider_notes: list[str] = []  # why `auto` skipped a provider
         self.session, self.info = create_session(path, provider, threads, spin, self.provider_notes)
+        self.identity = f"{self.path.name}@{file_sha256(self.path)[:12]}"  # file name @ content hash
         inp = self.session.get_inputs()[0]
         self.input_name = inp.name
         self.input_type = np.float16 if "float16" in inp.type else np.float32

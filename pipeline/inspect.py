@@ -148,7 +148,7 @@ class RecordLog:
     """JSON lines or CSV, flushed after every batch so a crash or Ctrl-C loses nothing written.
     `-` writes JSON lines to stdout (the records are all stdout carries); None writes nothing."""
 
-    FIELDS = ["time", "source", "verdict", "score", "latency_ms", "status", "reason"]
+    FIELDS = ["time", "source", "verdict", "score", "latency_ms", "status", "reason", "model"]
 
     def __init__(self, path: str | Path | None) -> None:
         self.path = Path(path) if path and str(path) != "-" else None
@@ -197,7 +197,10 @@ class Inspector:
         self.model = OnnxModel(model, provider, threads)
         if self.model.info.kind != "classifier":
             raise CeodError(f"{model} is a {self.model.info.kind} model; --model takes a classifier")
+        if threshold is not None and not (np.isfinite(threshold) and 0.0 <= threshold <= 1.0):
+            raise CeodError(f"--threshold {threshold}: a number in [0, 1]")
         self.threshold = self.model.info.threshold if threshold is None else threshold
+        self.model_id = self.model.identity  # which model judged each part, in every record
         self.segmenter = OnnxModel(segmenter, provider, threads) if segmenter else None
 
     def infer(self, images: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
@@ -330,17 +333,22 @@ class Inspector:
         stamp = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
         for it in items:
             latency = (now - it.t0) * 1000
+            if it.image is not None and id(it) in results and not np.isfinite(results[id(it)][0]):
+                results.pop(id(it))  # NaN compares false with the threshold: never a verdict
+                it.error = "non-finite score"
             if it.image is not None and id(it) in results:
                 score, verdict, heat = results[id(it)]
                 record = {"time": stamp, "source": it.source, "verdict": names[verdict],
-                          "score": round(score, 6), "latency_ms": round(latency, 3), "status": "ok", "reason": ""}
+                          "score": round(score, 6), "latency_ms": round(latency, 3), "status": "ok", "reason": "",
+                          "model": self.model_id}
                 summary.verdicts[names[verdict]] = summary.verdicts.get(names[verdict], 0) + 1
                 summary.latencies.append(latency / 1000)
                 if overlay_dir is not None:
                     self._overlay(overlay_dir, summary.records, it, record, heat)
             else:
                 record = {"time": stamp, "source": it.source, "verdict": None, "score": None,
-                          "latency_ms": round(latency, 3), "status": "error", "reason": it.error or failure}
+                          "latency_ms": round(latency, 3), "status": "error", "reason": it.error or failure,
+                          "model": self.model_id}
                 summary.errors += 1
             summary.records += 1
             log.write(record)
