@@ -6,9 +6,12 @@ import os
 import struct
 from pathlib import Path
 
-# Refuse images whose decoded size would exceed this many pixels (decompression bombs);
-# OpenCV reads this variable once, so it is set before cv2 is imported anywhere in ceod.
+# Refuse images whose decoded size would exceed this many pixels (decompression bombs), and
+# files larger than MAX_FILE_BYTES before reading them. The pixel limit is enforced from the
+# header each format declares (`check_declared_size`), whatever the import order; OpenCV's own
+# limit (an environment variable it reads once, at import) is set too where ceod imports cv2 first.
 MAX_PIXELS = 64_000_000
+MAX_FILE_BYTES = 256 * 2**20
 os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(MAX_PIXELS))
 
 import cv2  # noqa: E402
@@ -19,6 +22,48 @@ from ceod.errors import CeodError  # noqa: E402
 
 class ImageDecodeError(CeodError, ValueError):
     """An input file is not a usable image; the message says why."""
+
+
+def declared_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) as the file's header declares it, without decoding: PNG, JPEG, BMP, TIFF,
+    WebP, GIF and more (the `imagesize` library reads headers only); None where it cannot tell."""
+    import io
+
+    import imagesize
+    try:
+        width, height = imagesize.get(io.BytesIO(data), exif_rotation=False)
+    except Exception:  # noqa: BLE001 - a header it cannot parse: OpenCV decides below
+        return None
+    return (int(width), int(height)) if width >= 0 and height >= 0 else None
+
+
+def check_declared_size(data: bytes) -> None:
+    size = declared_size(data)
+    if size is not None and size[0] * size[1] > MAX_PIXELS:
+        raise ImageDecodeError(f"image declares {size[0]}x{size[1]} pixels (limit {MAX_PIXELS})")
+
+
+def _imdecode(data: bytes) -> np.ndarray | None:
+    """cv2.imdecode behind the guards: size from the header first, OpenCV's errors as ours."""
+    if len(data) > MAX_FILE_BYTES:
+        raise ImageDecodeError(f"file of {len(data)} bytes is over the {MAX_FILE_BYTES}-byte limit")
+    check_declared_size(data)
+    try:
+        return cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    except cv2.error as exc:
+        raise ImageDecodeError(f"OpenCV refused the image: {str(exc).strip().splitlines()[-1][:200]}") from None
+
+
+def read_file(path: str | Path, what: str = "image") -> bytes:
+    """A file's bytes, refusing one over MAX_FILE_BYTES before reading it."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise ImageDecodeError(f"{what} {path} has {size} bytes, over the {MAX_FILE_BYTES}-byte limit")
+        return path.read_bytes()
+    except OSError as exc:
+        raise ImageDecodeError(f"cannot read {what} {path}: {exc.strerror}") from None
 
 
 def to_rgb_uint8(image: np.ndarray) -> np.ndarray:
@@ -53,29 +98,24 @@ def decode_image(data: bytes) -> np.ndarray:
     if data[:2] == b"\xff\xd8" and data.rstrip(b"\x00\r\n ")[-2:] != b"\xff\xd9":
         # OpenCV decodes a cut-off JPEG into a half-grey picture with only a warning.
         raise ImageDecodeError("truncated JPEG (no end-of-image marker)")
-    image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    image = _imdecode(data)
     if image is None:
         raise ImageDecodeError("not a decodable image (corrupt, truncated, unsupported format or too large)")
     return to_rgb_uint8(image)
 
 
 def read_image(path: str | Path) -> np.ndarray:
-    """Read an image file as RGB uint8 [H,W,3]."""
-    path = Path(path)
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise ImageDecodeError(f"cannot read {path}: {exc.strerror}") from None
-    return decode_image(data)
+    """Read an image file as RGB uint8 [H,W,3] (size, header and decode guarded)."""
+    return decode_image(read_file(path))
 
 
 def read_mask(path: str | Path) -> np.ndarray:
     """Read a single-channel mask as uint8 {0,1} (>0 means inside)."""
     path = Path(path)
-    data = np.fromfile(str(path), dtype=np.uint8) if path.is_file() else None
-    if data is None or data.size == 0:
+    data = read_file(path, "mask") if path.is_file() else b""
+    if not data:
         raise ImageDecodeError(f"cannot read mask {path}")
-    mask = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    mask = _imdecode(data)
     if mask is None:
         raise ImageDecodeError(f"mask {path} is not a decodable image")
     if mask.ndim == 3:

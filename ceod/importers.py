@@ -24,6 +24,7 @@ import numpy as np
 
 from ceod.dataset import PATH_COLUMNS, link_source, write_manifest
 from ceod.errors import CeodError
+from ceod.imageio import ImageDecodeError, read_image
 
 log = logging.getLogger(__name__)
 
@@ -139,8 +140,11 @@ def _read_mvtec(root: Path, opt: ImportOptions, problems: _Problems) -> list[_Ro
 
 
 def _image_size(path: Path) -> tuple[int, int] | None:
-    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    return None if image is None else image.shape[:2]
+    """(height, width) of an image file, through the decode guard; None if it is not one."""
+    try:
+        return read_image(path).shape[:2]
+    except ImageDecodeError:
+        return None
 
 
 def _label_for(path: Path, root: Path, opt: ImportOptions) -> str | None:

@@ -23,7 +23,7 @@ import numpy as np
 
 from ceod.classes import ANOMALY_CLASSES
 from ceod.errors import CeodError
-from ceod.imageio import ImageDecodeError, decode_image
+from ceod.imageio import ImageDecodeError, decode_image, read_file
 from ceod.metrics import percentiles_ms
 from ceod.export.runtime import OnnxModel, classify
 
@@ -106,9 +106,9 @@ def _folder(folder: Path) -> Iterator[tuple[str, Any]]:
 
 def _read_bytes(path) -> Any:
     try:
-        return Path(path).read_bytes()
-    except OSError as exc:
-        return ImageDecodeError(f"cannot read: {exc.strerror}")
+        return read_file(path)
+    except ImageDecodeError as exc:
+        return exc
 
 
 def _frames(device, name: str) -> Iterator[tuple[str, Any]]:
