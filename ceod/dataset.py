@@ -128,14 +128,22 @@ def read_manifest(root: str | Path, split_column: str = "split", skip_bad: bool 
     if not manifest_path.is_file():
         raise DatasetError(f"{manifest_path} not found: a dataset is a folder with manifest.csv "
                            "(columns image,aoi,split,label[,defect_mask]); `ceod synth` makes one")
-    with manifest_path.open(newline="") as fh:
+    # utf-8-sig: a byte-order mark (Excel writes one) is not part of the first column's name
+    with manifest_path.open(newline="", encoding="utf-8-sig") as fh:
         reader = csv.DictReader(fh)
-        columns = list(reader.fieldnames or [])
-        missing = [c for c in (*REQUIRED_COLUMNS, split_column) if c not in columns]
-        if missing:
-            hint = f" (columns present: {', '.join(columns)})"
-            raise DatasetError(f"{manifest_path}: missing column(s) {', '.join(missing)}{hint}")
-        rows = list(reader)
+        try:
+            columns = list(reader.fieldnames or [])
+            missing = [c for c in (*REQUIRED_COLUMNS, split_column) if c not in columns]
+            if missing:
+                hint = f" (columns present: {', '.join(columns)})"
+                raise DatasetError(f"{manifest_path}: missing column(s) {', '.join(missing)}{hint}")
+            rows = list(reader)
+        except UnicodeDecodeError as exc:
+            raise DatasetError(f"{manifest_path}: not UTF-8 text (byte {exc.start} of the file's block "
+                               f"near line {reader.line_num + 1}); save it as UTF-8") from None
+        except csv.Error as exc:
+            raise DatasetError(f"{manifest_path}, line {reader.line_num}: {exc}; a field that long is not "
+                               "a path or a label") from None
     if not classes:
         train_labels = [(r.get("label") or "").strip() for r in rows
                         if (r.get(split_column) or "").strip() == train_split]
@@ -173,9 +181,26 @@ def read_manifest(root: str | Path, split_column: str = "split", skip_bad: bool 
         extra = {k: v for k, v in row.items() if k not in (*PATH_COLUMNS, "label")}
         samples.append(Sample(index, paths["image"], paths["aoi"], (row.get(split_column) or "").strip(),
                               index_of[label], paths["defect_mask"], extra, paths["background"]))
+    samples, leaked = _split_leaks(samples)
+    bad += leaked
     if not collect_only:
         _fail(bad, skip_bad, f"in {manifest_path}")
     return Manifest(root, samples, bad, split_column, columns, classes)
+
+
+def _split_leaks(samples: list[Sample]) -> tuple[list[Sample], list[BadRow]]:
+    """One image file in two splits leaks (a test image the model trained on): every row after
+    the first of such an image is a bad row naming the first; the first is kept."""
+    first: dict[Path, Sample] = {}
+    kept, bad = [], []
+    for s in samples:
+        seen = first.setdefault(s.image.resolve(), s)
+        if seen is not s and seen.split != s.split:
+            bad.append(BadRow(s.row, str(s.image.name), f"the same image is in split '{seen.split}' at row "
+                              f"{seen.row} and in split '{s.split}' here: leakage between splits"))
+            continue
+        kept.append(s)
+    return kept, bad
 
 
 class _Bad(Exception):

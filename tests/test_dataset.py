@@ -114,3 +114,48 @@ def test_casting_counts_match_its_readme(casting):
     assert report.counts == {"train": {"ok": 2875, "def": 3758}, "test": {"ok": 198, "def": 453}}
     grouped = read_manifest(casting, split_column="split_grouped")
     assert sum(s.split == "test" for s in grouped.samples) == 1084
+
+
+def _manifest_copy(tiny_dataset, tmp_path):
+    import shutil
+    ds = tmp_path / "ds"
+    shutil.copytree(tiny_dataset, ds)
+    return ds
+
+
+def test_a_byte_order_mark_is_accepted(tiny_dataset, tmp_path):
+    from ceod.dataset import read_manifest
+    ds = _manifest_copy(tiny_dataset, tmp_path)
+    text = (ds / "manifest.csv").read_text()
+    (ds / "manifest.csv").write_bytes(b"\xef\xbb\xbf" + text.encode())  # as Excel saves "CSV UTF-8"
+    assert len(read_manifest(ds).samples) == len(read_manifest(tiny_dataset).samples)
+
+
+@pytest.mark.parametrize("payload, message", [
+    (b"\xff\xfe\xfa not utf-8\n", "not UTF-8 text"),
+    (b"x" * 200_000 + b",,train,ok\n", "line \\d+: field larger than field limit"),
+])
+def test_unreadable_manifests_are_one_line(tiny_dataset, tmp_path, payload, message):
+    from ceod.dataset import DatasetError, read_manifest
+    ds = _manifest_copy(tiny_dataset, tmp_path)
+    with (ds / "manifest.csv").open("ab") as fh:
+        fh.write(payload)
+    with pytest.raises(DatasetError, match=message):
+        read_manifest(ds)
+
+
+def test_one_image_in_two_splits_names_both_rows(tiny_dataset, tmp_path):
+    import csv
+    from ceod.dataset import DatasetError, read_manifest
+    ds = _manifest_copy(tiny_dataset, tmp_path)
+    rows = list(csv.DictReader((ds / "manifest.csv").open()))
+    train_row = next(i for i, r in enumerate(rows, 1) if r["split"] == "train")
+    rows.append({**rows[train_row - 1], "split": "test"})
+    with (ds / "manifest.csv").open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    with pytest.raises(DatasetError, match=f"split 'train' at row {train_row} and in split 'test' here: leakage"):
+        read_manifest(ds)
+    kept = read_manifest(ds, skip_bad=True)
+    assert len(kept.samples) == len(rows) - 1
