@@ -106,6 +106,20 @@ def percentiles_ms(seconds: list[float] | np.ndarray) -> dict[str, float]:
     return {f"p{q}_ms": float(np.percentile(a, q)) for q in (50, 95, 99)}
 
 
+def strict_json(value):
+    """The same structure with every non-finite float (NaN, Infinity) as None: JSON has no NaN,
+    and a figure that could not be computed is absent, not a number."""
+    if isinstance(value, dict):
+        return {k: strict_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict_json(v) for v in value]
+    if isinstance(value, (float, np.floating)):
+        return float(value) if np.isfinite(value) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
 def nanmean(values: np.ndarray) -> float:
     """Mean over the finite entries; nan (without a warning) when there are none."""
     v = np.asarray(values, float)

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from ceod.classes import decide
+from ceod.classes import decide, is_anomaly
 from ceod.contract import class_names
 from ceod.dataset import LoadedSplit, load_split, read_manifest
 from ceod.errors import CeodError
@@ -33,16 +33,29 @@ def load_eval_split(run: str | Path, data: str | Path, split: str, split_column:
 
 
 def evaluate(model, cfg, meta: dict, data: LoadedSplit, heatmaps: int = 0,
-             heatmap_dir: Path | None = None) -> dict[str, Any]:
-    """Classification metrics at the calibrated threshold, and aoi_attention (rows with an AOI)."""
+             heatmap_dir: Path | None = None, predictions: Path | None = None) -> dict[str, Any]:
+    """Classification metrics at the calibrated threshold, and aoi_attention (rows with an AOI:
+    the mean over images whose Grad-CAM has positive evidence; how many had none is counted).
+    `predictions`: a CSV with every image's path, label, score, verdict and attention."""
     classes = class_names(meta)
     log_probs, cams = predict(model, data.images, cfg.mean, cfg.std, with_cam=True, log=True)
     probs = np.exp(log_probs)
     result = classification_metrics(probs, data.labels, classes, meta["threshold"], log_probs)
     pred = decide(probs, classes, meta["threshold"])
-    att = aoi_attention(cams[data.has_aoi], data.aoi[data.has_aoi]) if data.has_aoi.any() else np.array([np.nan])
-    result["aoi_attention"] = nanmean(att)
+    per_image = np.full(len(data), np.nan)
+    if data.has_aoi.any():
+        per_image[data.has_aoi] = aoi_attention(cams[data.has_aoi], data.aoi[data.has_aoi])
+    result["aoi_attention"] = nanmean(per_image)
+    result["aoi_attention_empty_maps"] = int((data.has_aoi & ~np.isfinite(per_image)).sum())
     result["n"] = int(len(data))
+    if predictions is not None:
+        scores = probs[:, 1] if is_anomaly(classes) else probs[np.arange(len(probs)), pred]
+        write_predictions(predictions, [
+            {"image": str(s.image), "label": classes[data.labels[i]], "score": f"{scores[i]:.6f}",
+             "verdict": classes[pred[i]], "correct": int(pred[i] == data.labels[i]),
+             "aoi_attention": "" if not np.isfinite(per_image[i]) else f"{per_image[i]:.4f}"}
+            for i, s in enumerate(data.samples)])
+        result["predictions"] = str(predictions)
     if heatmaps and heatmap_dir is not None:
         rng = np.random.default_rng(0)
         pick = rng.choice(len(data), size=min(heatmaps, len(data)), replace=False)
@@ -53,6 +66,23 @@ def evaluate(model, cfg, meta: dict, data: LoadedSplit, heatmaps: int = 0,
                                       f"{truth}->{verdict} {probs[i, pred[i]]:.2f}"))
         result["heatmaps"] = str(save_rgb(heatmap_dir / "heatmaps.png", grid(tiles, 8)))
     return result
+
+
+def write_predictions(path: Path, rows: list[dict[str, Any]]) -> None:
+    """One CSV row an image; cells a spreadsheet would run as a formula are quoted as text."""
+    import csv
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, list(rows[0]) if rows else ["image"])
+        writer.writeheader()
+        writer.writerows({k: csv_safe(v) for k, v in row.items()} for row in rows)
+
+
+def csv_safe(value: Any) -> Any:
+    """A text cell beginning with = + - @ (or a tab / carriage return) is prefixed with ' so a
+    spreadsheet shows it instead of evaluating it (OWASP's CSV-injection rule)."""
+    return "'" + value if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
 
 
 def replace_outside(data: LoadedSplit, how: str, seed: int = 0) -> np.ndarray:

@@ -198,7 +198,9 @@ def _train_classifier(a: argparse.Namespace) -> int:
 
 
 def _print_json(data: dict, path: Path | None = None) -> None:
-    text = json.dumps(data, indent=2, default=float)
+    """Strict JSON (no NaN or Infinity, which are not JSON): a figure that does not exist is null."""
+    from ceod.metrics import strict_json
+    text = json.dumps(strict_json(data), indent=2, default=float, allow_nan=False)
     print(text)
     if path is not None:
         path.write_text(text)
@@ -210,7 +212,8 @@ def _classifier_report(a: argparse.Namespace, name: str) -> int:
     model, cfg, meta, data = load_eval_split(a.model, a.data, a.split, a.split_column, a.skip_bad)
     run = Path(a.model) if Path(a.model).is_dir() else Path(a.model).parent
     if name == "evaluate":
-        result = evaluate(model, cfg, meta, data, a.heatmaps, run / f"eval_{a.split}")
+        result = evaluate(model, cfg, meta, data, a.heatmaps, run / f"eval_{a.split}",
+                          Path(a.predictions) if a.predictions else None)
     else:
         result = audit(model, cfg, meta, data, a.seed, run / f"audit_{a.split}.png")
     _print_json(result, run / f"{'eval' if name == 'evaluate' else 'audit'}_{a.split}.json")
@@ -381,6 +384,9 @@ def build_parser() -> argparse.ArgumentParser:
         e.add_argument("--split-column", help="manifest column holding the split (default: the model's)")
         e.add_argument("--skip-bad", action="store_true", help="skip bad rows with a warning and a count")
         e.add_argument("--heatmaps", type=int, default=0, help="evaluate: write this many Grad-CAM overlays")
+        if name == "evaluate":
+            e.add_argument("--predictions", metavar="FILE.csv",
+                           help="every image's path, label, score, verdict, correct and aoi_attention")
         e.add_argument("--seed", type=int, default=0, help="audit: seed of the replacement draws")
 
     ex = sub.add_parser("export", help="ONNX export with metadata and a torch-vs-onnxruntime parity check")

@@ -1,6 +1,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -37,10 +38,13 @@ def test_train_writes_checkpoint_metrics_curves(cls_run):
 def test_evaluate_and_audit_cli(cls_run, tiny_dataset):
     r = _ceod("evaluate", "--model", str(cls_run), "--data", str(tiny_dataset), "--split", "test_anti",
               "--heatmaps", "4")
-    result = json.loads(r.stdout)
-    # nan is the honest value when every Grad-CAM is all zero (a barely trained model)
+    def no_nan(token):
+        raise AssertionError(f"{token} is not JSON")
+    result = json.loads(r.stdout, parse_constant=no_nan)  # strict JSON: NaN or Infinity fail here
+    # null (not NaN) when every Grad-CAM is all zero (a barely trained model), and how many were
     att = result["aoi_attention"]
-    assert result["n"] == 16 and (np.isnan(att) or 0 <= att <= 1)
+    assert result["n"] == 16 and (att is None or 0 <= att <= 1)
+    assert 0 <= result["aoi_attention_empty_maps"] <= 16 and (att is not None or result["aoi_attention_empty_maps"] == 16)
     assert sum(map(sum, result["confusion"])) == 16
     assert (cls_run / "eval_test_anti" / "heatmaps.png").is_file()
     r = _ceod("audit", "--model", str(cls_run), "--data", str(tiny_dataset), "--split", "test")
@@ -72,3 +76,36 @@ def test_cli_synth_and_check(tmp_path):
     (tmp_path / "s" / "images" / "train" / "ok").iterdir().__next__().write_bytes(b"")
     r = _ceod("data", "check", str(tmp_path / "s"), check=False)
     assert r.returncode == 1 and "zero-byte" in r.stdout
+
+
+def test_evaluate_writes_every_prediction(cls_run, tiny_dataset, tmp_path):
+    import csv
+    import shutil
+    ds = tmp_path / "ds"
+    shutil.copytree(tiny_dataset, ds)
+    rows = list(csv.DictReader((ds / "manifest.csv").open()))
+    victim = next(r for r in rows if r["split"] == "test")
+    new_name = str(Path(victim["image"]).parent / "=HYPERLINK(1).png")
+    (ds / victim["image"]).rename(ds / new_name)
+    victim["image"] = new_name
+    with (ds / "manifest.csv").open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    out = tmp_path / "pred.csv"
+    _ceod("evaluate", "--model", str(cls_run), "--data", str(ds), "--split", "test", "--predictions", str(out))
+    table = list(csv.DictReader(out.open()))
+    n_test = sum(r["split"] == "test" for r in rows)
+    assert len(table) == n_test and set(table[0]) == {"image", "label", "score", "verdict", "correct", "aoi_attention"}
+    assert all(r["label"] in ("ok", "def") and r["verdict"] in ("ok", "def") and 0 <= float(r["score"]) <= 1
+               for r in table)
+    # a file name a spreadsheet would run as a formula is written as text (paths are absolute here,
+    # so the check is on the cell as a whole: it must not start with '=')
+    assert not any(r["image"].startswith("=") for r in table)
+    assert any(r["image"].endswith("=HYPERLINK(1).png") for r in table)
+
+
+def test_csv_cells_that_a_spreadsheet_would_run_are_text():
+    from ceod.classifier.evaluate import csv_safe
+    assert [csv_safe(v) for v in ("=HYPERLINK(1)", "+1", "-2", "@SUM(A1)", "ok", 0.5)] == [
+        "'=HYPERLINK(1)", "'+1", "'-2", "'@SUM(A1)", "ok", 0.5]
