@@ -353,12 +353,32 @@ def link_source(out: Path, target: Path) -> Path:
     return link
 
 
+_CONTENT_HASHES: dict[tuple[str, int, int], str] = {}
+
+
+def content_hash(path: Path) -> str:
+    """sha256 of a file's bytes, remembered per (path, size, mtime) for the process's lifetime."""
+    try:
+        st = path.stat()
+    except OSError:
+        return "missing"
+    key = (str(path), st.st_size, st.st_mtime_ns)
+    if key not in _CONTENT_HASHES:
+        digest = hashlib.sha256()
+        with path.open("rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+        _CONTENT_HASHES[key] = digest.hexdigest()
+    return _CONTENT_HASHES[key]
+
+
 def fingerprint(samples: list[Sample]) -> str:
-    """A short hash of which files, labels and splits a model was trained on (for metadata)."""
+    """A short hash of what a model was trained on: every file's contents (image, AOI, defect
+    mask), label and split. A file replaced by another of the same size changes it."""
     digest = hashlib.sha256()
     for s in sorted(samples, key=lambda s: str(s.image)):
-        size = s.image.stat().st_size if s.image.exists() else -1
-        digest.update(f"{s.image.name}|{size}|{s.label}|{s.split}\n".encode())
+        files = "|".join(content_hash(f) if f is not None else "-" for f in (s.image, s.aoi, s.defect_mask))
+        digest.update(f"{s.image.name}|{files}|{s.label}|{s.split}\n".encode())
     return digest.hexdigest()[:16]
 
 

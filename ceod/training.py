@@ -32,12 +32,20 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def ensure_writable(folder: str | Path, ctx: DistContext | None = None) -> Path:
-    """Fail at start, not after an hour of training, when the run folder cannot be written.
+RUN_FILES = ("best.pt", "last.pt", "metrics.json")  # what makes a folder a run
+
+
+def ensure_writable(folder: str | Path, ctx: DistContext | None = None, continuing: bool = True) -> Path:
+    """Fail at start, not after an hour of training, when the run folder cannot be written, or
+    (`continuing` False: a new run) when it already holds a run, which training would overwrite.
     Under torchrun only rank 0 creates and probes it (the others wait at a barrier): two ranks
     probing one folder race on the probe file."""
     folder = Path(folder)
     if ctx is None or ctx.is_main:
+        held = [name for name in RUN_FILES if (folder / name).exists()]
+        if held and not continuing:
+            raise CeodError(f"--out {folder} already holds a run ({held[0]}); pass --resume {folder} to "
+                            "continue it, or choose a new --out (nothing was overwritten)")
         try:
             folder.mkdir(parents=True, exist_ok=True)
             probe = folder / f".write-test-{os.getpid()}"

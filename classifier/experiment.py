@@ -298,7 +298,7 @@ def _train_and_evaluate(spec: DatasetSpec, variant: str, seed: int, run: Path, r
     summary = _finished_training(run, cfg)  # killed during evaluation: evaluate, do not retrain
     if summary is None:
         summary = train_classifier(cfg, spec.data, run, seed, max_train_images=spec.max_train_images,
-                                   progress=False)
+                                   progress=False, overwrite=True)  # its own folder, under its claim
     model, cfg, meta = load_classifier(run)
     manifest = read_manifest(spec.data, spec.split_column_for(seed), classes=class_names(meta))
     result: dict[str, Any] = {"variant": variant, "seed": seed, "train_seconds": summary["train_seconds"],

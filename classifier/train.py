@@ -43,10 +43,11 @@ def train_classifier(cfg: ClassifierConfig, data: str | Path, out: str | Path, s
                      skip_bad: bool = False, filters: dict[str, str] | None = None,
                      max_train_images: int | None = None, resume: str | Path | None = None,
                      force_resume: bool = False, ctx: DistContext | None = None,
-                     progress: bool = True) -> dict[str, Any]:
-    """Train, keep the best checkpoint by validation AUROC, calibrate the threshold, write metrics."""
+                     progress: bool = True, overwrite: bool = False) -> dict[str, Any]:
+    """Train, keep the best checkpoint by validation AUROC, calibrate the threshold, write metrics.
+    A folder that already holds a run is refused unless resumed, or `overwrite` (its owner asks)."""
     ctx = ctx or DistContext()
-    out = ensure_writable(out, ctx)
+    out = ensure_writable(out, ctx, continuing=resume is not None or overwrite)
     seed_everything(seed)
     train, val = load_train_val(data, cfg, seed, skip_bad, filters, max_train_images,
                                 progress=progress and ctx.is_main)

@@ -49,7 +49,7 @@ def _train_eval(data: Path, subset: Path, run: Path, seed: int, epochs: int, tes
         return json.loads(result_path.read_text())
     cfg = load_config(SegmenterConfig, None, "segmenter-casting.yaml",
                       {"split_column": "split", "train.epochs": epochs, "max_val_images": 0})
-    summary = train_segmenter(cfg, subset, run, seed, progress=False)
+    summary = train_segmenter(cfg, subset, run, seed, progress=False, overwrite=True)  # no result yet: retrain
     test = evaluate_segmenter(run, data, "test", "split_grouped", test_filters)
     result = {"train_images": summary["train_images"], "val_iou": summary["best"].get("val_iou"),
               "test_iou": test["iou_mean"], "test_dice": test["dice_mean"], "train_seconds": summary["train_seconds"]}

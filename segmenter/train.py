@@ -24,12 +24,13 @@ def train_segmenter(cfg: SegmenterConfig, data: str | Path, out: str | Path, see
                     max_train_images: int | None = None, skip_bad: bool = False,
                     filters: dict[str, str] | None = None, resume: str | Path | None = None,
                     force_resume: bool = False, ctx: DistContext | None = None,
-                    progress: bool = True) -> dict[str, Any]:
-    """Train on rows with an AOI mask; `max_train_images` keeps a seeded subset (few annotations)."""
+                    progress: bool = True, overwrite: bool = False) -> dict[str, Any]:
+    """Train on rows with an AOI mask; `max_train_images` keeps a seeded subset (few annotations).
+    A folder that already holds a run is refused unless resumed, or `overwrite` (its owner asks)."""
     import segmentation_models_pytorch as smp
 
     ctx = ctx or DistContext()
-    out = ensure_writable(out, ctx)
+    out = ensure_writable(out, ctx, continuing=resume is not None or overwrite)
     seed_everything(seed)
     train, val = load_train_val(data, cfg, seed, skip_bad, filters, max_train_images, require_aoi=True,
                                 progress=progress and ctx.is_main)

@@ -133,3 +133,31 @@ def test_unwritable_outputs_fail_at_start(tiny_dataset, tmp_path):
     from ceod.errors import CeodError
     with pytest.raises(CeodError, match="cannot write the log"):
         RecordLog("/proc/ceod/log.jsonl")
+
+
+def test_a_new_run_never_overwrites_an_existing_one(tiny_dataset, tmp_path, cfg_file):
+    from ceod.errors import CeodError
+    cfg = load_config(ClassifierConfig, cfg_file, "classifier.yaml", {"train.epochs": 1})
+    train_classifier(cfg, tiny_dataset, tmp_path / "r", seed=0, progress=False)
+    before = (tmp_path / "r" / "best.pt").read_bytes()
+    with pytest.raises(CeodError, match=r"already holds a run \(best.pt\); pass --resume .*\(nothing was overwritten\)"):
+        train_classifier(cfg, tiny_dataset, tmp_path / "r", seed=1, progress=False)
+    assert (tmp_path / "r" / "best.pt").read_bytes() == before
+    r = subprocess.run([sys.executable, "-m", "ceod.pipeline.cli", "train-classifier", "--data", str(tiny_dataset),
+                        "--out", str(tmp_path / "r"), "--config", str(cfg_file), "--epochs", "1"],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "already holds a run" in r.stderr
+
+
+def test_the_fingerprint_sees_a_file_replaced_by_another_of_the_same_size(tiny_dataset, tmp_path):
+    import csv
+    import shutil
+    from ceod.dataset import fingerprint, read_manifest
+    ds = tmp_path / "ds"
+    shutil.copytree(tiny_dataset, ds)
+    before = fingerprint(read_manifest(ds).samples)
+    first = ds / next(csv.DictReader((ds / "manifest.csv").open()))["image"]
+    data = bytearray(first.read_bytes())
+    data[-20] ^= 0xFF  # same size, other contents
+    first.write_bytes(bytes(data))
+    assert fingerprint(read_manifest(ds).samples) != before
