@@ -128,22 +128,11 @@ def read_manifest(root: str | Path, split_column: str = "split", skip_bad: bool 
     if not manifest_path.is_file():
         raise DatasetError(f"{manifest_path} not found: a dataset is a folder with manifest.csv "
                            "(columns image,aoi,split,label[,defect_mask]); `ceod synth` makes one")
-    # utf-8-sig: a byte-order mark (Excel writes one) is not part of the first column's name
-    with manifest_path.open(newline="", encoding="utf-8-sig") as fh:
-        reader = csv.DictReader(fh)
-        try:
-            columns = list(reader.fieldnames or [])
-            missing = [c for c in (*REQUIRED_COLUMNS, split_column) if c not in columns]
-            if missing:
-                hint = f" (columns present: {', '.join(columns)})"
-                raise DatasetError(f"{manifest_path}: missing column(s) {', '.join(missing)}{hint}")
-            rows = list(reader)
-        except UnicodeDecodeError as exc:
-            raise DatasetError(f"{manifest_path}: not UTF-8 text (byte {exc.start} of the file's block "
-                               f"near line {reader.line_num + 1}); save it as UTF-8") from None
-        except csv.Error as exc:
-            raise DatasetError(f"{manifest_path}, line {reader.line_num}: {exc}; a field that long is not "
-                               "a path or a label") from None
+    columns, rows = _read_csv(manifest_path)
+    missing = [c for c in (*REQUIRED_COLUMNS, split_column) if c not in columns]
+    if missing:
+        hint = f" (columns present: {', '.join(columns)})"
+        raise DatasetError(f"{manifest_path}: missing column(s) {', '.join(missing)}{hint}")
     if not classes:
         train_labels = [(r.get("label") or "").strip() for r in rows
                         if (r.get(split_column) or "").strip() == train_split]
@@ -186,6 +175,29 @@ def read_manifest(root: str | Path, split_column: str = "split", skip_bad: bool 
     if not collect_only:
         _fail(bad, skip_bad, f"in {manifest_path}")
     return Manifest(root, samples, bad, split_column, columns, classes)
+
+
+def _read_csv(path: Path) -> tuple[list[str], list[dict[str, str]]]:
+    """Column names and rows of a manifest; unreadable text is one line naming the place.
+    utf-8-sig: a byte-order mark (Excel writes one) is not part of the first column's name."""
+    with path.open(newline="", encoding="utf-8-sig") as fh:
+        reader = csv.DictReader(fh)
+        try:
+            return list(reader.fieldnames or []), list(reader)
+        except UnicodeDecodeError as exc:
+            raise DatasetError(f"{path}: not UTF-8 text (byte {exc.start} of the file's block near line "
+                               f"{reader.line_num + 1}); save it as UTF-8") from None
+        except csv.Error as exc:
+            raise DatasetError(f"{path}, line {reader.line_num}: {exc}; a field that long is not "
+                               "a path or a label") from None
+
+
+def read_rows(root: str | Path) -> list[dict[str, str]]:
+    """A dataset's manifest rows as they are written (every column kept), for deriving a dataset."""
+    path = Path(root) / "manifest.csv"
+    if not path.is_file():
+        raise DatasetError(f"{root}: no manifest.csv there")
+    return _read_csv(path)[1]
 
 
 def _split_leaks(samples: list[Sample]) -> tuple[list[Sample], list[BadRow]]:

@@ -12,9 +12,9 @@ Torch-free. COCO RLE is decoded with pycocotools (the reference implementation),
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -165,13 +165,29 @@ def _in_bounds(points: np.ndarray, h: int, w: int, slack: float = 1.0) -> bool:
                 and (points[:, 1] >= -slack).all() and (points[:, 1] <= h + slack).all())
 
 
+def _points(values: Any) -> np.ndarray:
+    """[[x, y], ...] from a flat or paired list of numbers; a malformed list is a ValueError."""
+    points = np.asarray(values, dtype=float)
+    if points.size == 0 or points.size % 2 or not np.isfinite(points).all():
+        raise ValueError(f"a polygon needs an even number of finite coordinates, got {points.size}")
+    return points.reshape(-1, 2)
+
+
+def _lexically_inside(path: Path, root: Path) -> bool:
+    """`path`, as written (links not followed), does not climb out of `root` through '..'."""
+    import os
+    return not os.path.relpath(os.path.normpath(path), os.path.normpath(root)).startswith("..")
+
+
 def _coco_mask(seg: Any, h: int, w: int) -> np.ndarray:
     """COCO segmentation (polygon list, uncompressed or compressed RLE) -> {0,255} [h,w]."""
     if isinstance(seg, list):
         mask = np.zeros((h, w), np.uint8)
         for poly in seg:
-            mask |= _polygon_mask(np.asarray(poly, float).reshape(-1, 2), h, w)
+            mask |= _polygon_mask(_points(poly), h, w)
         return mask
+    if not isinstance(seg, dict):
+        raise ValueError("segmentation is neither a polygon list nor an RLE")
     from pycocotools import mask as coco_mask
     rle = coco_mask.frPyObjects(seg, h, w) if isinstance(seg.get("counts"), list) else seg
     if isinstance(rle.get("counts"), str):
@@ -185,18 +201,43 @@ def _read_coco(path: Path, opt: ImportOptions, problems: _Problems) -> list[_Row
         images, annotations, categories = doc["images"], doc.get("annotations", []), doc.get("categories", [])
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise AnnotationError(f"{path}: not a COCO JSON file ({type(exc).__name__}: {exc})") from None
+    if not all(isinstance(x, list) for x in (images, annotations, categories)):
+        raise AnnotationError(f"{path}: 'images', 'annotations' and 'categories' must be lists")
     root = opt.images or path.parent
-    names = {c["id"]: c["name"] for c in categories}
+    names: dict[Any, str] = {}
+    for i, c in enumerate(categories):
+        if not isinstance(c, dict) or not isinstance(c.get("name"), str) or isinstance(c.get("id"), (dict, list)):
+            problems.add(f"{path.name} category {i}", "not a category with an id and a name")
+            continue
+        names[c["id"]] = c["name"]
     by_image: dict[Any, list[dict]] = {}
-    for ann in annotations:
+    for i, ann in enumerate(annotations):
+        if not isinstance(ann, dict) or isinstance(ann.get("image_id"), (dict, list)):
+            problems.add(f"{path.name} annotation {i}", "not an annotation with an image_id")
+            continue
         by_image.setdefault(ann.get("image_id"), []).append(ann)
+    entries = []
+    for i, im in enumerate(images):
+        if isinstance(im, dict) and isinstance(im.get("file_name"), str) and not isinstance(im.get("id"), (dict, list)):
+            entries.append(im)
+        else:
+            problems.add(f"{path.name} image {i}", "not an image entry with an id and a file_name")
+    images = entries
     known = {im.get("id") for im in images}
     for image_id in sorted(set(by_image) - known, key=str):
         problems.add(f"{path.name} annotation {by_image[image_id][0].get('id')}", f"image_id {image_id} is not in images")
     rows = []
+    seen: dict[str, Any] = {}
     for im in images:
-        file = root / im.get("file_name", "")
+        file = root / im["file_name"]
         where = f"{path.name} image {im.get('id')} ({im.get('file_name')})"
+        if im["file_name"] in seen:
+            problems.add(where, f"the same file as image {seen[im['file_name']]}")
+            continue
+        seen[im["file_name"]] = im.get("id")
+        if not _lexically_inside(file, root):
+            problems.add(where, f"file_name leaves the image folder {root}")
+            continue
         size = _image_size(file) if file.is_file() else None
         if size is None:
             problems.add(where, "image file missing or unreadable" if file.is_file() else f"missing image {file}")
@@ -216,14 +257,14 @@ def _read_coco(path: Path, opt: ImportOptions, problems: _Problems) -> list[_Row
             if opt.aoi_categories and name not in opt.aoi_categories and name not in opt.hole_labels:
                 continue
             seg = ann.get("segmentation")
-            if isinstance(seg, list) and any(not _in_bounds(np.asarray(p, float).reshape(-1, 2), h, w) for p in seg):
-                problems.add(awhere, f"polygon out of bounds of the {w}x{h} image")
-                broken = True
-                continue
             try:
+                if isinstance(seg, list) and any(not _in_bounds(_points(p), h, w) for p in seg):
+                    problems.add(awhere, f"polygon out of bounds of the {w}x{h} image")
+                    broken = True
+                    continue
                 aoi.add(name, _coco_mask(seg, h, w))
             except Exception as exc:  # noqa: BLE001 - a malformed RLE or polygon
-                problems.add(awhere, f"unreadable segmentation ({type(exc).__name__})")
+                problems.add(awhere, f"unreadable segmentation ({type(exc).__name__}: {str(exc)[:120]})")
                 broken = True
         if broken:
             continue
@@ -238,7 +279,7 @@ def _read_coco(path: Path, opt: ImportOptions, problems: _Problems) -> list[_Row
 
 
 def _labelme_shape_mask(shape: dict, h: int, w: int) -> np.ndarray:
-    points = np.asarray(shape.get("points", []), float).reshape(-1, 2)
+    points = _points(shape.get("points", []))
     kind = shape.get("shape_type") or "polygon"
     if kind == "rectangle" and len(points) == 2:
         (x0, y0), (x1, y1) = points
@@ -262,10 +303,12 @@ def _read_labelme(root: Path, opt: ImportOptions, problems: _Problems) -> list[_
         try:
             doc = json.loads(path.read_text())
             image_rel, shapes = doc["imagePath"], doc.get("shapes", [])
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+            if not isinstance(image_rel, str) or not isinstance(shapes, list):
+                raise TypeError("imagePath must be text and shapes a list")
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             problems.add(str(path), f"not a LabelMe file ({type(exc).__name__}: {exc})")
             continue
-        file = (path.parent / image_rel).resolve()
+        file = path.parent / image_rel
         size = _image_size(file) if file.is_file() else None
         if size is None:
             problems.add(str(path), f"missing image {file}")
@@ -277,22 +320,30 @@ def _read_labelme(root: Path, opt: ImportOptions, problems: _Problems) -> list[_
             continue
         aoi, broken = _AOI(h, w, opt.hole_labels), False
         for i, shape in enumerate(shapes):
-            name = shape.get("label", "")
-            if opt.aoi_categories and name not in opt.aoi_categories and name not in opt.hole_labels:
-                continue
-            points = np.asarray(shape.get("points", []), float).reshape(-1, 2)
-            if len(points) and not _in_bounds(points, h, w):
-                problems.add(f"{path} shape {i} ({name})", f"polygon out of bounds of the {w}x{h} image")
+            name = shape.get("label", "") if isinstance(shape, dict) else None
+            if not isinstance(name, str):
+                problems.add(f"{path} shape {i}", "not a shape with a text label")
                 broken = True
                 continue
+            if opt.aoi_categories and name not in opt.aoi_categories and name not in opt.hole_labels:
+                continue
             try:
+                points = _points(shape.get("points", []))
+                if not _in_bounds(points, h, w):
+                    problems.add(f"{path} shape {i} ({name})", f"polygon out of bounds of the {w}x{h} image")
+                    broken = True
+                    continue
                 aoi.add(name, _labelme_shape_mask(shape, h, w))
-            except ValueError as exc:
-                problems.add(f"{path} shape {i} ({name})", str(exc))
+            except (ValueError, TypeError) as exc:
+                problems.add(f"{path} shape {i} ({name})", str(exc)[:200])
                 broken = True
         if broken:
             continue
-        label = _label_for(file, root, opt) or (doc.get("flags") or {}).get("label")
+        flags = doc.get("flags") if isinstance(doc.get("flags"), dict) else {}
+        label = _label_for(file, root, opt) or flags.get("label")
+        if label is not None and not isinstance(label, str):
+            problems.add(str(path), f"label {label!r} is not text")
+            continue
         if label is None and opt.base is None:  # with --base the base dataset's labels are kept
             problems.add(str(path), "no label: pass --label FOLDER=LABEL or --default-label")
             continue
@@ -306,7 +357,10 @@ READERS = {"imagefolder": _read_imagefolder, "mvtec": _read_mvtec, "coco": _read
 # ---------------------------------------------------------------- writing
 
 def import_dataset(source: str | Path, out: str | Path, fmt: str, opt: ImportOptions | None = None) -> dict:
-    """Read `source` in format `fmt` and write the dataset `out`; returns a summary with counts."""
+    """Read `source` in format `fmt` and write the dataset `out`; returns a summary with counts.
+
+    The dataset is built in a hidden folder beside `out` and renamed to `out` only when complete,
+    so a failed import leaves nothing behind; every file it writes is checked to lie inside it."""
     opt = opt or ImportOptions()
     source, out = Path(source), Path(out)
     if fmt not in READERS:
@@ -319,65 +373,97 @@ def import_dataset(source: str | Path, out: str | Path, fmt: str, opt: ImportOpt
         raise AnnotationError(f"{out} is not empty; choose a new folder (nothing is overwritten)")
     problems = _Problems()
     rows = READERS[fmt](source, opt, problems)
+    images_root = source if source.is_dir() else (opt.images or source.parent)
+    if opt.base is not None:
+        records, aois = _fill_base(rows, opt.base, problems)
+    else:
+        records, aois = _new_records(rows, images_root, problems)
     if problems.items and not opt.skip_bad:
         more = f" (and {len(problems.items) - 1} more)" if len(problems.items) > 1 else ""
         raise AnnotationError(f"{problems.items[0]}{more}. Fix the entry, or pass --skip-bad to skip it.")
     if problems.items:
         log.warning("skipped %d broken entr%s; first: %s", len(problems.items),
                     "y" if len(problems.items) == 1 else "ies", problems.items[0])
-    if not rows:
+    if not records:
         raise AnnotationError(f"{source}: nothing to import as {fmt}")
+    _build(out, opt.base if opt.base is not None else images_root, records, aois)
+    summary = _summary(records, problems, out)
     if opt.base is not None:
-        return _fill_base(rows, opt.base, out, problems)
-    images_root = source if source.is_dir() else (opt.images or source.parent)
-    out.mkdir(parents=True, exist_ok=True)
-    link = link_source(out, images_root)
-    records = []
+        summary["filled"] = len(aois)
+    return summary
+
+
+def _new_records(rows: list[_Row], images_root: Path, problems: _Problems
+                 ) -> tuple[list[dict[str, Any]], dict[str, np.ndarray]]:
+    """Manifest records for a new dataset reaching its images through `source/`, and the AOI
+    masks to write (relative path -> mask). A row's path inside the source folder is what counts,
+    not where a link in it points (an imagefolder of symlinks imports)."""
+    records, aois = [], {}
     for row in rows:
-        rel = row.image.resolve().relative_to(images_root.resolve())
+        if not _lexically_inside(row.image, images_root):
+            problems.add(str(row.image), f"image lies outside the source folder {images_root}")
+            continue
+        rel = Path(os.path.relpath(os.path.normpath(row.image), os.path.normpath(images_root)))
         aoi_rel = ""
         if row.aoi is not None:
             aoi_rel = str(Path("aoi") / rel.with_suffix(".png"))
-            (out / aoi_rel).parent.mkdir(parents=True, exist_ok=True)
-            cv2.imwrite(str(out / aoi_rel), row.aoi)
-        defect = "" if row.defect_mask is None else \
-            str(Path(link.name) / row.defect_mask.resolve().relative_to(images_root.resolve()))
-        records.append({"image": str(Path(link.name) / rel), "aoi": aoi_rel, "split": row.split, "label": row.label,
+            aois[aoi_rel] = row.aoi
+        defect = "" if row.defect_mask is None else str(Path("source") / os.path.relpath(
+            os.path.normpath(row.defect_mask), os.path.normpath(images_root)))
+        records.append({"image": str(Path("source") / rel), "aoi": aoi_rel, "split": row.split, "label": row.label,
                         "defect_mask": defect, "group": row.group, **row.extra})
-    write_manifest(out, records)
-    return _summary(records, problems, out)
+    return records, aois
 
 
-def _fill_base(rows: list[_Row], base: Path, out: Path, problems: _Problems) -> dict:
-    """Close the annotation loop: `base`'s rows, with the AOI of every image the annotations cover."""
-    if not (base / "manifest.csv").is_file():
-        raise AnnotationError(f"--base {base}: no manifest.csv there")
-    with (base / "manifest.csv").open(newline="") as fh:
-        base_rows = list(csv.DictReader(fh))
-    annotated = {r.image.resolve(): r for r in rows if r.aoi is not None}
-    out.mkdir(parents=True, exist_ok=True)
-    link = link_source(out, base)
-    filled = 0
+def _fill_base(rows: list[_Row], base: Path, problems: _Problems
+               ) -> tuple[list[dict[str, Any]], dict[str, np.ndarray]]:
+    """Close the annotation loop: `base`'s rows, with the AOI of every image the annotations
+    cover. An annotated image that is not a row of `base` is a bad entry."""
+    from ceod.dataset import read_rows
+    base_rows = read_rows(base)
+    annotated = {os.path.normpath(r.image.resolve()): r for r in rows if r.aoi is not None}
+    aois = {}
     for record in base_rows:
         rel = record["image"]
-        row = annotated.pop((base / rel).resolve(), None)
+        row = annotated.pop(os.path.normpath((base / rel).resolve()), None)
         for column in PATH_COLUMNS:
             if record.get(column):
-                record[column] = str(Path(link.name) / record[column])
+                record[column] = str(Path("source") / record[column])
         if row is not None:
-            aoi_rel = Path("aoi") / Path(rel).with_suffix(".png")
-            (out / aoi_rel).parent.mkdir(parents=True, exist_ok=True)
-            cv2.imwrite(str(out / aoi_rel), row.aoi)
-            record["aoi"] = str(aoi_rel)
-            filled += 1
+            aoi_rel = str(Path("aoi") / Path(rel).with_suffix(".png"))
+            if not _lexically_inside(Path(aoi_rel), Path("aoi")):
+                problems.add(str(row.image), f"base row {rel!r} would put its AOI outside the new dataset")
+                continue
+            aois[aoi_rel] = row.aoi
+            record["aoi"] = aoi_rel
     for image in annotated:
         problems.add(str(image), f"annotated image is not a row of {base}")
-    if annotated:
-        log.warning("%d annotated image(s) are not rows of %s", len(annotated), base)
-    write_manifest(out, base_rows)
-    summary = _summary(base_rows, problems, out)
-    summary["filled"] = filled
-    return summary
+    return base_rows, aois
+
+
+def _build(out: Path, source: Path, records: list[dict[str, Any]], aois: dict[str, np.ndarray]) -> None:
+    """Write the dataset into a hidden sibling of `out`, checking every path stays inside it,
+    then rename it to `out`; on any failure the sibling is removed and `out` is untouched."""
+    import shutil
+    import tempfile
+    out.parent.mkdir(parents=True, exist_ok=True)
+    build = Path(tempfile.mkdtemp(prefix=f".{out.name}.importing-", dir=out.parent))
+    try:
+        link_source(build, source)
+        for rel, mask in aois.items():
+            target = build / rel
+            if not _lexically_inside(target, build / "aoi"):
+                raise AnnotationError(f"AOI path {rel} would be written outside {out}; refused (nothing written)")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if not cv2.imwrite(str(target), mask):
+                raise AnnotationError(f"cannot write {target.relative_to(build)} (disk full or not writable)")
+        write_manifest(build, records)
+        if out.exists():
+            out.rmdir()  # empty (checked at start): a folder the user made for it
+        os.replace(build, out)
+    except BaseException:
+        shutil.rmtree(build, ignore_errors=True)
+        raise
 
 
 def _summary(records: list[dict[str, Any]], problems: _Problems, out: Path) -> dict:

@@ -172,3 +172,105 @@ def test_never_overwrites(tmp_path):
     with pytest.raises(AnnotationError, match="not empty"):
         import_dataset(src, tmp_path / "taken", "imagefolder")
     assert (tmp_path / "taken" / "notes.txt").read_text() == "mine"
+
+
+def test_an_untrusted_base_row_never_writes_outside_out(tmp_path):
+    """A base manifest row ../../victim/x.png plus a LabelMe file whose imagePath resolves to it:
+    the import used to overwrite lm/victim/x.png with a mask."""
+    lm = tmp_path / "lm"
+    victim = _image(lm / "victim" / "x.png", value=77)
+    before = victim.read_bytes()
+    base = lm / "a" / "b" / "base"
+    _image(base / "ok" / "y.png")
+    with (base / "manifest.csv").open("w", newline="") as fh:
+        fh.write("image,aoi,split,label\nok/y.png,,train,ok\n../../../victim/x.png,,train,ok\n")
+    (lm / "ann").mkdir()
+    (lm / "ann" / "x.json").write_text(json.dumps({
+        "imagePath": "../victim/x.png", "imageHeight": 40, "imageWidth": 60,
+        "shapes": [{"label": "aoi", "shape_type": "rectangle", "points": [[1, 1], [30, 30]]}]}))
+    with pytest.raises(AnnotationError, match="would put its AOI outside the new dataset"):
+        import_dataset(lm / "ann", lm / "out", "labelme", ImportOptions(default_label="ok", base=base))
+    assert victim.read_bytes() == before
+    assert not (lm / "out").exists() and not list(lm.glob(".out.importing-*"))  # nothing half-made
+    summary = import_dataset(lm / "ann", lm / "out", "labelme", ImportOptions(default_label="ok", base=base,
+                                                                            skip_bad=True))
+    assert summary["skipped"] == 1 and victim.read_bytes() == before
+    assert not list((lm / "out").rglob("*.png"))  # no AOI written anywhere
+
+
+@pytest.mark.parametrize("entry, where", [
+    ({"id": 30, "image_id": 1, "category_id": 1, "segmentation": [[1, 1, 5, 1, 5]]}, "annotation 30"),  # odd length
+    ({"id": 31, "image_id": 1, "category_id": 1, "segmentation": [["a", "b", "c", "d", "e", "f"]]}, "annotation 31"),
+    ({"id": 32, "image_id": 1, "category_id": 1, "segmentation": 7}, "annotation 32"),
+    ("not a dict", "annotation 1"),
+])
+def test_malformed_coco_entries_are_named_and_skippable(tmp_path, entry, where):
+    path = _coco(tmp_path, [{"id": 1, "image_id": 2, "category_id": 1, "segmentation": [[1, 1, 30, 1, 30, 30]]}, entry])
+    opt = ImportOptions(labels={"ok": "ok", "def": "def"})
+    with pytest.raises(AnnotationError, match=where):
+        import_dataset(path, tmp_path / "ds", "coco", opt)
+    assert not (tmp_path / "ds").exists()
+    opt.skip_bad = True
+    summary = import_dataset(path, tmp_path / "ds", "coco", opt)
+    assert summary["skipped"] == 1 and check_dataset(tmp_path / "ds", progress=False).ok
+
+
+def test_coco_categories_without_name_images_outside_and_duplicates(tmp_path):
+    path = _coco(tmp_path, [], images=[{"id": 1, "file_name": "ok/a.png"}, {"id": 2, "file_name": "../elsewhere.png"},
+                                       {"id": 3, "file_name": "ok/a.png"}])
+    _image(tmp_path / "elsewhere.png")
+    doc = json.loads(path.read_text())
+    doc["categories"].append({"id": 4})
+    path.write_text(json.dumps(doc))
+    with pytest.raises(AnnotationError) as err:
+        import_dataset(path, tmp_path / "ds", "coco", ImportOptions(labels={"ok": "ok"}))
+    assert "category 3: not a category with an id and a name (and 2 more)" in str(err.value)
+    summary = import_dataset(path, tmp_path / "ds", "coco", ImportOptions(labels={"ok": "ok"}, skip_bad=True))
+    assert summary["rows"] == 1 and summary["skipped"] == 3
+    import_dataset(path, tmp_path / "again", "coco", ImportOptions(labels={"ok": "ok"}, skip_bad=True))  # a rerun works
+
+
+def test_malformed_labelme_files_are_named_and_skippable(tmp_path):
+    src = tmp_path / "labelme"
+    _image(src / "ok" / "p.png")
+    good = {"label": "part", "shape_type": "polygon", "points": [[1, 1], [30, 1], [30, 30]]}
+    for name, doc in (("good.json", {"imagePath": "p.png", "shapes": [good]}),
+                      ("list_label.json", {"imagePath": "p.png", "shapes": [{**good, "label": ["x"]}]}),
+                      ("strings.json", {"imagePath": "p.png", "shapes": [{**good, "points": [["a", "b"]] * 3}]}),
+                      ("not_dict.json", {"imagePath": "p.png", "shapes": ["oops"]}),
+                      ("path_list.json", {"imagePath": ["p.png"], "shapes": []})):
+        (src / "ok" / name).write_text(json.dumps(doc))
+    with pytest.raises(AnnotationError, match="and 3 more"):
+        import_dataset(src, tmp_path / "ds", "labelme", ImportOptions(labels={"ok": "ok"}))
+    summary = import_dataset(src, tmp_path / "ds", "labelme", ImportOptions(labels={"ok": "ok"}, skip_bad=True))
+    assert summary["rows"] == 1 and summary["skipped"] == 4
+
+
+def test_annotated_images_outside_the_base_are_bad_entries(tmp_path):
+    src = tmp_path / "folders"
+    _image(src / "ok" / "ok0.png")
+    import_dataset(src, tmp_path / "base", "imagefolder")
+    _image(tmp_path / "stranger.png")
+    task = tmp_path / "task"
+    task.mkdir()
+    (task / "s.json").write_text(json.dumps({"imagePath": "../stranger.png", "shapes": [
+        {"label": "aoi", "shape_type": "rectangle", "points": [[0, 0], [10, 10]]}]}))
+    with pytest.raises(AnnotationError, match="annotated image is not a row of"):
+        import_dataset(task, tmp_path / "r1", "labelme", ImportOptions(default_label="ok", base=tmp_path / "base"))
+    summary = import_dataset(task, tmp_path / "r1", "labelme",
+                             ImportOptions(default_label="ok", base=tmp_path / "base", skip_bad=True))
+    assert summary["skipped"] == 1 and summary["filled"] == 0
+
+
+def test_an_imagefolder_of_symlinks_imports(tmp_path):
+    store = tmp_path / "store"
+    for i in range(2):
+        _image(store / f"img{i}.png")
+    src = tmp_path / "linked"
+    for cls, i in (("ok", 0), ("def", 1)):
+        (src / cls).mkdir(parents=True)
+        (src / cls / f"img{i}.png").symlink_to(store / f"img{i}.png")
+    summary = import_dataset(src, tmp_path / "ds", "imagefolder")
+    assert summary["rows"] == 2
+    assert sorted(r["image"] for r in _rows(tmp_path / "ds")) == ["source/def/img1.png", "source/ok/img0.png"]
+    assert check_dataset(tmp_path / "ds", progress=False).ok
