@@ -120,6 +120,12 @@ def strict_json(value):
     return value
 
 
+def csv_safe(value):
+    """A text cell beginning with = + - @ (or a tab / carriage return) is prefixed with ' so a
+    spreadsheet shows it instead of evaluating it (OWASP's CSV-injection rule)."""
+    return "'" + value if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
+
+
 def nanmean(values: np.ndarray) -> float:
     """Mean over the finite entries; nan (without a warning) when there are none."""
     v = np.asarray(values, float)

@@ -31,9 +31,11 @@ def draw_overlay(image: np.ndarray, aoi: np.ndarray | None = None, heatmap: np.n
 
 
 def save_rgb(path: str | Path, image: np.ndarray) -> Path:
+    """Write an RGB picture; OSError when OpenCV could not (a full disk, a folder gone)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    if not cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR)):
+        raise OSError(f"could not write {path}")
     return path
 
 

@@ -11,7 +11,7 @@ from ceod.classes import decide, is_anomaly
 from ceod.contract import class_names
 from ceod.dataset import LoadedSplit, load_split, read_manifest
 from ceod.errors import CeodError
-from ceod.metrics import classification_metrics, nanmean
+from ceod.metrics import classification_metrics, csv_safe, nanmean
 from ceod.transforms import flat_background, swap_background
 from ceod.overlay import draw_overlay, grid, save_rgb
 from ceod.classifier.inference import aoi_attention, load_classifier, predict
@@ -77,12 +77,6 @@ def write_predictions(path: Path, rows: list[dict[str, Any]]) -> None:
         writer = csv.DictWriter(fh, list(rows[0]) if rows else ["image"])
         writer.writeheader()
         writer.writerows({k: csv_safe(v) for k, v in row.items()} for row in rows)
-
-
-def csv_safe(value: Any) -> Any:
-    """A text cell beginning with = + - @ (or a tab / carriage return) is prefixed with ' so a
-    spreadsheet shows it instead of evaluating it (OWASP's CSV-injection rule)."""
-    return "'" + value if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
 
 
 def replace_outside(data: LoadedSplit, how: str, seed: int = 0) -> np.ndarray:

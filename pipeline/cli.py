@@ -240,6 +240,10 @@ def _inspect(a: argparse.Namespace) -> int:
     """stdout carries only records (JSON lines, unless --log names a file); the rest goes to stderr."""
     from ceod.pipeline.inspect import Inspector, check_source, format_summary
     check_source(a.source)
+    if a.summary_json:  # found out now, not after a shift of inspection
+        target = Path(a.summary_json)
+        if target.is_dir() or not os.access(target.parent if str(target.parent) else Path("."), os.W_OK):
+            raise CeodError(f"--summary-json {target}: not a writable file path")
     inspector = Inspector(a.model, a.provider, a.threshold, a.segmenter)
     used = inspector.model.providers
     why = f" ({'; '.join(inspector.model.provider_notes)})" if inspector.model.provider_notes else ""
@@ -249,6 +253,10 @@ def _inspect(a: argparse.Namespace) -> int:
     print(format_summary(summary.as_dict()), file=sys.stderr)
     if a.summary_json:
         Path(a.summary_json).write_text(json.dumps(summary.as_dict(), indent=2))
+    if summary.overlay_failures:
+        print(f"ceod inspect: error: {summary.overlay_failures} overlay(s) could not be written "
+              f"(to {a.overlays}); the verdicts are all in the log", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -488,6 +496,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `ceod inspect ... | head -1`: the reader is gone, nothing to report
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":

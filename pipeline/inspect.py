@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import glob
 import json
+import os
 import queue
 import sys
 import threading
@@ -24,7 +25,7 @@ import numpy as np
 from ceod.classes import ANOMALY_CLASSES
 from ceod.errors import CeodError
 from ceod.imageio import ImageDecodeError, decode_image, read_file
-from ceod.metrics import percentiles_ms
+from ceod.metrics import csv_safe, percentiles_ms
 from ceod.export.runtime import OnnxModel, classify
 
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".mov", ".m4v", ".webm"}
@@ -48,6 +49,7 @@ class Summary:
     started: float = field(default_factory=time.perf_counter)
     providers: list[str] = field(default_factory=list)
     interrupted: bool = False
+    overlay_failures: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         seconds = time.perf_counter() - self.started
@@ -55,7 +57,8 @@ class Summary:
                 "verdicts": dict(self.verdicts), "errors": self.errors,
                 **percentiles_ms(self.latencies), "seconds": round(seconds, 3),
                 "throughput_per_s": self.records / seconds if seconds > 0 else 0.0,
-                "providers": self.providers, "interrupted": self.interrupted}
+                "providers": self.providers, "interrupted": self.interrupted,
+                "overlay_failures": self.overlay_failures}
 
 
 # ---------------------------------------------------------------- sources
@@ -69,7 +72,8 @@ def iter_source(src: str, stdin=None) -> Iterator[tuple[str, Any]]:
                 yield path, _read_bytes(path)
         return
     if src.startswith("camera:"):
-        yield from _frames(int(src.split(":", 1)[1]), f"camera{src.split(':', 1)[1]}")
+        index = camera_index(src)
+        yield from _frames(index, f"camera{index}", camera=True)
         return
     p = Path(src)
     if p.is_dir():
@@ -91,17 +95,39 @@ def iter_source(src: str, stdin=None) -> Iterator[tuple[str, Any]]:
     raise FileNotFoundError(f"--source {src}: not a folder, file, video, glob, camera:N or '-'")
 
 
+def camera_index(src: str) -> int:
+    value = src.split(":", 1)[1]
+    if not value.isdigit():
+        raise CeodError(f"--source {src}: a camera is camera:N with N a device number (camera:0)")
+    return int(value)
+
+
 def check_source(src: str) -> None:
-    """Fail before any model loads when --source names a path that is not there."""
-    if src == "-" or src.startswith("camera:") or any(c in src for c in "*?[") or Path(src).exists():
+    """Fail before any model loads when --source names a path or camera that is not there."""
+    if src.startswith("camera:"):
+        camera_index(src)
+        return
+    if src == "-" or any(c in src for c in "*?[") or Path(src).exists():
         return
     raise FileNotFoundError(f"--source {src}: not a folder, file, video, glob, camera:N or '-'")
 
 
 def _folder(folder: Path) -> Iterator[tuple[str, Any]]:
-    """Every file under a folder, sorted, hidden files left out."""
-    for f in sorted(x for x in folder.rglob("*") if x.is_file() and not x.name.startswith(".")):
-        yield str(f), _read_bytes(f)
+    """Every file under a folder, sorted, hidden files left out. Linked subfolders are followed
+    (a line's folder is often assembled from links), each real folder once: a link back up the
+    tree is not walked again."""
+    seen: set[str] = set()
+    files: list[str] = []
+    for top, dirs, names in os.walk(folder, followlinks=True):
+        real = os.path.realpath(top)
+        if real in seen:
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        files += [os.path.join(top, n) for n in names if not n.startswith(".") and os.path.isfile(os.path.join(top, n))]
+    for f in sorted(files):
+        yield f, _read_bytes(f)
 
 
 def _read_bytes(path) -> Any:
@@ -111,9 +137,13 @@ def _read_bytes(path) -> Any:
         return exc
 
 
-def _frames(device, name: str) -> Iterator[tuple[str, Any]]:
+def _frames(device, name: str, camera: bool = False) -> Iterator[tuple[str, Any]]:
+    if camera:  # OpenCV prints a warning per backend it tries; the error below says it in one line
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
     cap = cv2.VideoCapture(device)
     if not cap.isOpened():
+        if camera:  # nothing to inspect at all: a configuration error, not one bad input
+            raise CeodError(f"--source camera:{device}: no camera opens at that number")
         yield name, ImageDecodeError("cannot open video/camera")
         return
     index = 0
@@ -144,42 +174,74 @@ class EmptySourceError(CeodError):
     exit_code = 1
 
 
+class LogWriteError(CeodError):
+    """The log could not take a record (disk full, device gone): the run stops with exit 1."""
+
+    exit_code = 1
+
+
 class RecordLog:
     """JSON lines or CSV, flushed after every batch so a crash or Ctrl-C loses nothing written.
-    `-` writes JSON lines to stdout (the records are all stdout carries); None writes nothing."""
+    `-` writes JSON lines to stdout (the records are all stdout carries); None writes nothing.
+
+    Each record goes out as one `write` of its whole line on an unbuffered file; if the write
+    fails (a full disk) the file is cut back to the end of the last whole line, so the log stays
+    valid, and the failure is one LogWriteError naming how many records it holds."""
 
     FIELDS = ["time", "source", "verdict", "score", "latency_ms", "status", "reason", "model"]
 
     def __init__(self, path: str | Path | None) -> None:
         self.path = Path(path) if path and str(path) != "-" else None
+        self.stdout = str(path) == "-"
         self.fh = None
-        self.csv = None
-        if str(path) == "-":
-            self.fh = sys.stdout
-        elif self.path:
+        self.csv = self.path is not None and self.path.suffix == ".csv"
+        self.written = 0  # records fully in the file
+        self.offset = 0  # bytes of whole lines
+        if self.path:
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-                self.fh = self.path.open("w", newline="")
+                self.fh = self.path.open("wb", buffering=0)
             except OSError as exc:
                 raise CeodError(f"cannot write the log {self.path}: {exc.strerror}; choose a writable --log") from None
-            self.csv = csv.DictWriter(self.fh, self.FIELDS) if self.path.suffix == ".csv" else None
             if self.csv:
-                self.csv.writeheader()
+                self._put(self._csv_line(self.FIELDS))
+
+    @staticmethod
+    def _csv_line(cells: list[Any]) -> bytes:
+        import io
+        buffer = io.StringIO()
+        csv.writer(buffer).writerow(cells)
+        # a file name that is not UTF-8 (surrogate-escaped by the OS layer) is kept readable, not lost
+        return buffer.getvalue().encode("utf-8", errors="backslashreplace")
+
+    def _put(self, line: bytes) -> None:
+        try:
+            done = self.fh.write(line)
+            if done != len(line):
+                raise OSError(28, "short write (disk full?)")
+        except OSError as exc:
+            try:
+                os.ftruncate(self.fh.fileno(), self.offset)
+            except OSError:
+                pass
+            raise LogWriteError(f"cannot write the log {self.path} ({exc.strerror or exc}) after "
+                                f"{self.written} records; the log is valid up to there") from None
+        self.offset += len(line)
 
     def write(self, record: dict[str, Any]) -> None:
-        if self.fh is None:
-            return
-        if self.csv:
-            self.csv.writerow(record)
-        else:
-            self.fh.write(json.dumps(record) + "\n")
+        if self.stdout:
+            sys.stdout.write(json.dumps(record) + "\n")
+        elif self.fh is not None:
+            self._put(self._csv_line([csv_safe(record.get(k)) for k in self.FIELDS]) if self.csv
+                      else (json.dumps(record) + "\n").encode())
+        self.written += 1
 
     def flush(self) -> None:
-        if self.fh:
-            self.fh.flush()
+        if self.stdout:
+            sys.stdout.flush()
 
     def close(self) -> None:
-        if self.fh and self.fh is not sys.stdout:
+        if self.fh is not None:
             self.fh.close()
 
 
@@ -343,8 +405,8 @@ class Inspector:
                           "model": self.model_id}
                 summary.verdicts[names[verdict]] = summary.verdicts.get(names[verdict], 0) + 1
                 summary.latencies.append(latency / 1000)
-                if overlay_dir is not None:
-                    self._overlay(overlay_dir, summary.records, it, record, heat)
+                if overlay_dir is not None and not self._overlay(overlay_dir, summary.records, it, record, heat):
+                    summary.overlay_failures += 1
             else:
                 record = {"time": stamp, "source": it.source, "verdict": None, "score": None,
                           "latency_ms": round(latency, 3), "status": "error", "reason": it.error or failure,
@@ -354,13 +416,18 @@ class Inspector:
             log.write(record)
         log.flush()
 
-    def _overlay(self, folder: Path, index: int, item: Item, record: dict, heat: np.ndarray | None) -> None:
+    def _overlay(self, folder: Path, index: int, item: Item, record: dict, heat: np.ndarray | None) -> bool:
+        """Write one overlay; False (counted in the summary) when the file could not be written."""
         from ceod.overlay import draw_overlay, save_rgb
         s = self.model.info.input_size
         small = cv2.resize(item.image, (s, s), interpolation=cv2.INTER_AREA)
         text = f"{record['verdict']} {record['score']:.2f}"
-        save_rgb(folder / f"{index:06d}_{record['verdict']}.png",
-                 draw_overlay(small, None, heat, text, colour=(255, 40, 40)))
+        try:
+            save_rgb(folder / f"{index:06d}_{record['verdict']}.png",
+                     draw_overlay(small, None, heat, text, colour=(255, 40, 40)))
+        except (OSError, CeodError, cv2.error):
+            return False
+        return True
 
 
 def format_summary(s: dict[str, Any]) -> str:
@@ -368,4 +435,5 @@ def format_summary(s: dict[str, Any]) -> str:
     return (f"{s['records']} records: {counts}, {s['errors']} errors; latency p50 "
             f"{s['p50_ms']:.2f} ms, p95 {s['p95_ms']:.2f} ms, p99 {s['p99_ms']:.2f} ms; "
             f"{s['throughput_per_s']:.1f} images/s; providers {s['providers']}"
-            + ("; interrupted" if s["interrupted"] else ""))
+            + ("; interrupted" if s["interrupted"] else "")
+            + (f"; {s['overlay_failures']} overlays NOT written" if s.get("overlay_failures") else ""))

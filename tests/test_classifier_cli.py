@@ -106,6 +106,6 @@ def test_evaluate_writes_every_prediction(cls_run, tiny_dataset, tmp_path):
 
 
 def test_csv_cells_that_a_spreadsheet_would_run_are_text():
-    from ceod.classifier.evaluate import csv_safe
+    from ceod.metrics import csv_safe
     assert [csv_safe(v) for v in ("=HYPERLINK(1)", "+1", "-2", "@SUM(A1)", "ok", 0.5)] == [
         "'=HYPERLINK(1)", "'+1", "'-2", "'@SUM(A1)", "ok", 0.5]
