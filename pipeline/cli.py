@@ -249,10 +249,16 @@ def _inspect(a: argparse.Namespace) -> int:
     why = f" ({'; '.join(inspector.model.provider_notes)})" if inspector.model.provider_notes else ""
     print(f"ceod inspect: {a.model} on {used[0]}{why}; threshold {inspector.threshold:.4f}, batch {a.batch}",
           file=sys.stderr)
-    summary = inspector.run(a.source, a.log or "-", a.overlays, a.batch, live=not a.quiet and a.log not in (None, "-"))
+    summary = inspector.run(a.source, a.log or "-", a.overlays, a.batch, live=not a.quiet and a.log not in (None, "-"),
+                            max_wait_ms=a.max_wait_ms)
     print(format_summary(summary.as_dict()), file=sys.stderr)
     if a.summary_json:
         Path(a.summary_json).write_text(json.dumps(summary.as_dict(), indent=2))
+    if summary.interrupted:  # every input taken has its record: a clean stop, by the signal's code
+        return 130 if summary.interrupted == "SIGINT" else 143
+    if summary.failure:
+        print(f"ceod inspect: error: {summary.failure}; every input taken has a record", file=sys.stderr)
+        return 1
     if summary.overlay_failures:
         print(f"ceod inspect: error: {summary.overlay_failures} overlay(s) could not be written "
               f"(to {a.overlays}); the verdicts are all in the log", file=sys.stderr)
@@ -411,6 +417,9 @@ def build_parser() -> argparse.ArgumentParser:
     ins.add_argument("--log", help="FILE.jsonl or FILE.csv: one record per input; '-' or none: JSON lines on stdout")
     ins.add_argument("--overlays", help="folder for verdict overlays (with the heatmap where exported)")
     ins.add_argument("--batch", type=int, default=1, help="largest batch formed from already decoded inputs")
+    ins.add_argument("--max-wait-ms", type=float, default=50.0,
+                     help="how long a partial batch waits for more inputs before it runs (a record is never "
+                          "held longer for want of a full batch)")
     ins.add_argument("--threshold", type=float, help="override the threshold stored in the model")
     ins.add_argument("--provider", default="auto", choices=["auto", "tensorrt", "cuda", "cpu"],
                      help="auto: TensorRT, then CUDA, then CPU, skipping what cannot load; a named one must load")

@@ -10,7 +10,7 @@ import csv
 import glob
 import json
 import os
-import queue
+import signal
 import sys
 import threading
 import time
@@ -29,7 +29,6 @@ from ceod.metrics import csv_safe, percentiles_ms
 from ceod.export.runtime import OnnxModel, classify
 
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".mov", ".m4v", ".webm"}
-_END = object()
 
 
 @dataclass
@@ -48,8 +47,11 @@ class Summary:
     latencies: list[float] = field(default_factory=list)
     started: float = field(default_factory=time.perf_counter)
     providers: list[str] = field(default_factory=list)
-    interrupted: bool = False
+    interrupted: str | None = None  # the signal that stopped the run (SIGINT, SIGTERM)
     overlay_failures: int = 0
+    taken: int = 0  # inputs taken from the source: each gets exactly one record
+    skipped: int = 0  # taken but not judged (interrupted, or the source failed)
+    failure: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         seconds = time.perf_counter() - self.started
@@ -58,7 +60,8 @@ class Summary:
                 **percentiles_ms(self.latencies), "seconds": round(seconds, 3),
                 "throughput_per_s": self.records / seconds if seconds > 0 else 0.0,
                 "providers": self.providers, "interrupted": self.interrupted,
-                "overlay_failures": self.overlay_failures}
+                "overlay_failures": self.overlay_failures, "taken": self.taken, "skipped": self.skipped,
+                "failure": self.failure}
 
 
 # ---------------------------------------------------------------- sources
@@ -282,15 +285,33 @@ class Inspector:
 
     def run(self, source: str, log_path: str | Path | None = None, overlays: str | Path | None = None,
             batch: int = 1, live: bool = True, stdin=None, queue_size: int = 64,
-            decoders: int = 2) -> Summary:
+            decoders: int = 2, max_wait_ms: float = 50.0) -> Summary:
+        """Inspect every input of `source`; exactly one record per input taken from it.
+
+        A reader thread takes inputs (at most `queue_size` ahead) and hands them to `decoders`
+        decoding threads; this thread forms a batch from the oldest inputs, waiting at most
+        `max_wait_ms` for more to arrive, and writes the records in input order. SIGINT and
+        SIGTERM (where this runs on the main thread) finish the batch in hand, once; every input
+        taken but not judged then gets a `skipped` record (reason `interrupted`), and the
+        summary says which signal came (the CLI exits 130 / 143). A failing reader is handled
+        the same way (reason `source failed`; the CLI exits 1)."""
+        from collections import deque
+        from concurrent.futures import ThreadPoolExecutor
+
         log = RecordLog(log_path)
         summary = Summary(providers=self.model.providers)
-        q: queue.Queue = queue.Queue(maxsize=queue_size)
+        overlay_dir = Path(overlays) if overlays else None
+        if overlay_dir:
+            overlay_dir.mkdir(parents=True, exist_ok=True)
+        lock = threading.Lock()
+        wake = threading.Condition(lock)
+        taken: deque = deque()  # (Future of Item), in input order, taken and not yet recorded
+        state: dict[str, Any] = {"closed": False, "done": False, "error": None}
+        slots = threading.Semaphore(queue_size)
         stop = threading.Event()
-        producer_error: list[BaseException] = []
+        pool = ThreadPoolExecutor(max_workers=decoders, thread_name_prefix="ceod-decode")
 
-        def decode(sid: str, payload: Any) -> Item:
-            t0 = time.perf_counter()
+        def decode(sid: str, payload: Any, t0: float) -> Item:
             try:
                 return Item(sid, _decode(payload), None, t0)
             except ImageDecodeError as exc:
@@ -298,85 +319,121 @@ class Inspector:
             except Exception as exc:  # noqa: BLE001 - one bad input never ends the run
                 return Item(sid, None, f"{type(exc).__name__}: {exc}", t0)
 
-        def put(item: Item) -> bool:
-            while not stop.is_set():
-                try:
-                    q.put(item, timeout=0.2)
-                    return True
-                except queue.Full:
-                    continue
-            return False
-
-        def produce() -> None:
-            # Decoding runs on `decoders` threads (OpenCV releases the GIL); records keep input order.
-            from collections import deque
-            from concurrent.futures import ThreadPoolExecutor
+        def read() -> None:
             try:
-                with ThreadPoolExecutor(max_workers=decoders, thread_name_prefix="ceod-decode") as pool:
-                    window: deque = deque()
-                    for sid, payload in iter_source(source, stdin):
-                        if stop.is_set():
+                inputs = iter_source(source, stdin)
+                while not stop.is_set():
+                    if not slots.acquire(timeout=0.1):
+                        continue
+                    try:
+                        sid, payload = next(inputs)
+                    except StopIteration:
+                        break
+                    t0 = time.perf_counter()
+                    with lock:
+                        if state["closed"]:  # taken after the run closed: not ours to record
                             break
-                        window.append(pool.submit(decode, sid, payload))
-                        if len(window) >= 2 * decoders and not put(window.popleft().result()):
-                            break
-                    while window and not stop.is_set():
-                        put(window.popleft().result())
-            except BaseException as exc:  # noqa: BLE001
-                producer_error.append(exc)
+                        future = pool.submit(decode, sid, payload, t0)
+                        future.source_id = sid  # for its record if it is never decoded
+                        taken.append(future)
+                        summary.taken += 1
+                        wake.notify_all()
+            except BaseException as exc:  # noqa: BLE001 - reported by the run, never lost
+                with lock:
+                    state["error"] = exc
             finally:
-                q.put(_END)
+                with lock:
+                    state["done"] = True
+                    wake.notify_all()
 
-        thread = threading.Thread(target=produce, daemon=True, name="ceod-decode")
-        thread.start()
-        overlay_dir = Path(overlays) if overlays else None
-        if overlay_dir:
-            overlay_dir.mkdir(parents=True, exist_ok=True)
+        received: list[int] = []
+        restore = self._catch_signals(received, stop, wake)
+        reader = threading.Thread(target=read, daemon=True, name="ceod-read")
+        reader.start()
         last_print = time.perf_counter()
-        pending: list[Item] = []
         try:
-            done = False
-            while not done:
-                item = q.get()
-                if item is _END:
-                    done = True
-                else:
-                    pending.append(item)
-                    # take what is already decoded, up to the batch size, without waiting
-                    while len(pending) < batch:
-                        try:
-                            nxt = q.get_nowait()
-                        except queue.Empty:
+            while True:
+                with lock:
+                    while not taken and not state["done"] and not received:
+                        wake.wait(0.1)
+                    if received or not taken:
+                        break
+                    count, deadline = 1, time.perf_counter() + max_wait_ms / 1000
+                    while count < batch and not received:
+                        if len(taken) > count:
+                            count = min(len(taken), batch)
+                            continue
+                        remaining = deadline - time.perf_counter()
+                        if state["done"] or remaining <= 0:
                             break
-                        if nxt is _END:
-                            done = True
-                            break
-                        pending.append(nxt)
-                if pending:
-                    self._process(pending, log, summary, overlay_dir)
-                    pending = []
+                        wake.wait(remaining)
+                    futures = [taken[k] for k in range(count)]
+                items = [f.result() for f in futures]
+                self._process(items, log, summary, overlay_dir)  # a batch in hand is finished, once
+                with lock:
+                    for _ in futures:
+                        taken.popleft()
+                        slots.release()
                 if live and time.perf_counter() - last_print > 2.0:
                     rate = summary.records / (time.perf_counter() - summary.started)
                     print(f"\r{summary.records} inspected, {summary.errors} errors, {rate:.1f}/s",
                           end="", file=sys.stderr, flush=True)
                     last_print = time.perf_counter()
-        except KeyboardInterrupt:
-            summary.interrupted = True
-            stop.set()
-            if pending:
-                self._process(pending, log, summary, overlay_dir)
         finally:
             stop.set()
+            with lock:
+                state["closed"] = True
+                rest = list(taken)
+                taken.clear()
+            error = state["error"]
+            reason = "interrupted" if received else (
+                f"source failed: {type(error).__name__}: {str(error)[:120]}" if error else "not judged")
+            self._skip(rest, reason, log, summary)
+            restore()
+            pool.shutdown(wait=False, cancel_futures=True)
             log.flush()
             log.close()
             if live and summary.records:
                 print("", file=sys.stderr)
-        if producer_error and not isinstance(producer_error[0], KeyboardInterrupt):
-            raise producer_error[0]
-        if summary.records == 0 and not summary.interrupted:
+        if received:
+            summary.interrupted = signal.Signals(received[0]).name
+        elif isinstance(error, CeodError):
+            raise error
+        elif error is not None:
+            summary.failure = f"the source failed: {type(error).__name__}: {str(error)[:200]}"
+        if summary.records == 0 and not summary.interrupted and summary.failure is None:
             raise EmptySourceError(f"--source {source}: no input (no file, frame or path matched); check the "
                                    "folder, pattern or camera")
         return summary
+
+    @staticmethod
+    def _catch_signals(received: list[int], stop: threading.Event, wake: threading.Condition):
+        """SIGINT / SIGTERM set a flag the run loop reads between batches (never mid-record);
+        returns a function that puts the previous handlers back. Only the main thread can."""
+        if threading.current_thread() is not threading.main_thread():
+            return lambda: None
+
+        def handler(signum, _frame) -> None:
+            received.append(signum)
+            stop.set()
+
+        previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+        def restore() -> None:
+            for sig, old in previous.items():
+                signal.signal(sig, old)
+        return restore
+
+    def _skip(self, futures: list, reason: str, log: RecordLog, summary: Summary) -> None:
+        """A `skipped` record for every input taken but not judged."""
+        stamp = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+        for future in futures:
+            item = future.result() if future.done() and not future.cancelled() else None
+            sid = item.source if item is not None else future.source_id
+            log.write({"time": stamp, "source": sid, "verdict": None, "score": None, "latency_ms": None,
+                       "status": "skipped", "reason": reason, "model": self.model_id})
+            summary.records += 1
+            summary.skipped += 1
 
     def _process(self, items: list[Item], log: RecordLog, summary: Summary, overlay_dir: Path | None) -> None:
         good = [it for it in items if it.image is not None]
@@ -435,5 +492,6 @@ def format_summary(s: dict[str, Any]) -> str:
     return (f"{s['records']} records: {counts}, {s['errors']} errors; latency p50 "
             f"{s['p50_ms']:.2f} ms, p95 {s['p95_ms']:.2f} ms, p99 {s['p99_ms']:.2f} ms; "
             f"{s['throughput_per_s']:.1f} images/s; providers {s['providers']}"
-            + ("; interrupted" if s["interrupted"] else "")
+            + (f"; {s['taken']} inputs taken, {s['skipped']} skipped" if s.get("skipped") else "")
+            + (f"; interrupted by {s['interrupted']}" if s["interrupted"] else "")
             + (f"; {s['overlay_failures']} overlays NOT written" if s.get("overlay_failures") else ""))
