@@ -150,17 +150,24 @@ def training_cost(input_size: int | None = None, batch: int | None = None, iters
                 "ceod_fast_sampled_classes": {"kind": "ceod", "gradcam": "fast", "target": "sampled",
                                               "distance": "signed_outside"},
                 "ceod_general": {"kind": "ceod", "gradcam": "general"},
+                # against the receptive-field leak: RRR's input gradient on 4 images of the batch
+                "ceod_fast_input_grad4": {"kind": "ceod", "gradcam": "fast", "input_grad_weight": 10.0,
+                                          "input_grad_images": 4},
                 "rrr": {"kind": "rrr", "weight": 10.0}}
+    if backbone.startswith("efficientnet_lite"):  # a map twice as fine: dilated last stages
+        variants["ceod_fast_output_stride16"] = {"kind": "ceod", "gradcam": "fast", "model": {"output_stride": 16}}
     g = torch.Generator().manual_seed(0)
     x = torch.randn(batch, 3, input_size, input_size, generator=g)
     y = torch.randint(0, classes, (batch,), generator=g)
     m = torch.zeros(batch, 1, input_size, input_size)
     m[:, :, input_size // 4: 3 * input_size // 4, input_size // 4: 3 * input_size // 4] = 1
     setups = {}
+    from dataclasses import replace
     for name, over in variants.items():
+        over = dict(over)
+        model_cfg = replace(base.model, **over.pop("model", {}))
         torch.manual_seed(0)
-        model = build_classifier(base.model, classes, input_size).train()
-        from dataclasses import replace
+        model = build_classifier(model_cfg, classes, input_size).train()
         loss = CEODLoss(replace(base.loss, **{"gate": "none", "warmup_epochs": 0, **over}))
         opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
         setups[name] = (model, loss, opt)
