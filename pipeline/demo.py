@@ -54,7 +54,7 @@ class DemoPlan:
     cls_seeds: int = 1  # classifier pairs (CE, CEOD) trained on the same line, seeds seed .. seed + n - 1
 
 
-FULL = DemoPlan("small", {}, 128, seg_images=200, seg_epochs=8, cls_epochs=None, bench_iters=30, batches=[1, 8, 32],
+FULL = DemoPlan("small", {}, 128, seg_images=200, seg_epochs=6, cls_epochs=None, bench_iters=20, batches=[1, 8, 32],
                 cls_seeds=2)
 QUICK = DemoPlan("small", {"size": 64, "counts": {"train": 400, "val": 80, "test": 80, "test_shift": 80,
                                                   "test_anti": 80}},
@@ -175,7 +175,7 @@ def run_demo(out: str | Path, quick: bool = False, seed: int = 0, variant: str |
         facts["bench"] = run_bench(str(onnx_dir / "ceod.onnx"), str(onnx_dir / "plain.onnx"),
                                    str(onnx_dir / "segmenter.onnx"), plan.batches, "auto", out / "bench",
                                    plan.bench_iters, 5, str(runs["ceod"]),
-                                   str(data / "images" / "test_shift" / "*" / "*.png"))
+                                   str(data / "images" / "test_shift" / "*" / "*.png"), train_iters=4)
     facts["stages"] = stage.times
     facts["wall_seconds"] = stage.total
     (out / "facts.json").write_text(json.dumps(facts, indent=1, default=str))
