@@ -191,7 +191,9 @@ def _train_classifier(a: argparse.Namespace) -> int:
         shutdown(ctx)
     if summary:
         best = summary["best"]
-        print(f"best epoch {summary['best_epoch'] + 1}: val AUROC {best.get('val_auroc', float('nan')):.4f}, "
+        kept = (f"kept the mean of the last {best['averaged_epochs']} epochs' weights" if "averaged_epochs" in best
+                else f"best epoch {summary['best_epoch'] + 1}")
+        print(f"{kept}: val AUROC {best.get('val_auroc', float('nan')):.4f}, "
               f"aoi_attention {best.get('val_aoi_attention', float('nan')):.3f}; "
               f"{summary['train_seconds']:.0f} s; checkpoint {a.out}/best.pt")
     return 0
