@@ -12,7 +12,6 @@ import subprocess
 import sys
 import time
 
-import pytest
 
 
 def _paths(tiny_dataset) -> list[str]:

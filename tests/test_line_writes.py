@@ -12,7 +12,6 @@ import resource
 import signal
 import subprocess
 import sys
-from pathlib import Path
 
 import cv2
 import pytest
