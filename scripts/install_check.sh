@@ -16,10 +16,11 @@ step "build the wheel"
 "$PY" -m pip wheel -q --no-deps -w "$WORK/dist" "$REPO" 2>&1 | grep -v -i "warning\|deprecat\|^\s*$\|!!\|\*\*\*" || true
 WHEEL=$(ls "$WORK"/dist/ceod-*.whl)
 echo "   $(basename "$WHEEL")"
-TOP=$(unzip -Z1 "$WHEEL" | grep -v "dist-info" | cut -d/ -f1 | sort -u | tr '\n' ' ')
+LISTING=$(unzip -Z1 "$WHEEL")  # read once: `unzip | grep -q` dies of SIGPIPE under pipefail when grep stops early
+TOP=$(grep -v "dist-info" <<< "$LISTING" | cut -d/ -f1 | sort -u | tr '\n' ' ')
 echo "   top-level names in the wheel: $TOP"
 [ "$TOP" = "ceod " ] || { echo "the wheel must expose only 'ceod', it has: $TOP"; exit 1; }
-unzip -Z1 "$WHEEL" | grep -q "ceod/configs/classifier.yaml" || { echo "configs are not in the wheel"; exit 1; }
+grep -q "ceod/configs/classifier.yaml" <<< "$LISTING" || { echo "configs are not in the wheel"; exit 1; }
 
 step "training workstation: fresh venv, pip install 'ceod[train]' (non-editable)"
 "$PY" -m venv "$WORK/train"
