@@ -71,10 +71,10 @@ def main() -> None:
               + " | mean val swap flips | centred | verdict |")
     lines = [header, "|---|" + "---|" * (len(screens) + 3), *rows, "", f"Chosen: {choice}"]
     text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
+    if args.out:  # written before printing: a closed stdout (| head) must not lose the file
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(text)
+    print(text)
 
 
 if __name__ == "__main__":

@@ -58,10 +58,10 @@ def main() -> None:
                 f"{r['splits'][s]['flip']['shift']:.3f}" for s in splits)
                 + f" | {r.get('val_audit', {}).get('swap', float('nan')):.3f} | {r['train_seconds']:.0f} |")
     text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
+    if args.out:  # written before printing: a closed stdout (| head) must not lose the file
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(text)
+    print(text)
 
 
 if __name__ == "__main__":
