@@ -56,7 +56,7 @@ def main() -> None:
     ax.set_ylabel("validation balanced accuracy")
     ax.set_ylim(0.45, 1.0)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     fig.savefig(out / "time_to_accuracy.png", dpi=110)
     print(f"saved {out / 'time_to_accuracy.png'}")
