@@ -244,7 +244,7 @@ def _inspect(a: argparse.Namespace) -> int:
     check_source(a.source)
     if a.summary_json:  # found out now, not after a shift of inspection
         target = Path(a.summary_json)
-        if target.is_dir() or not os.access(target.parent if str(target.parent) else Path("."), os.W_OK):
+        if target.is_dir() or not os.access(target.parent, os.W_OK):
             raise CeodError(f"--summary-json {target}: not a writable file path")
     inspector = Inspector(a.model, a.provider, a.threshold, a.segmenter)
     used = inspector.model.providers
