@@ -75,12 +75,16 @@ PRESETS: dict[str, dict] = {
 
 # ---------------------------------------------------------------- rendering
 
-def _conveyor(rng: np.random.Generator, s: int) -> np.ndarray:
-    """Belt texture, rollers with cylindrical shading, and a lighting gradient."""
+def _conveyor(rng: np.random.Generator, s: int, new_belt: bool = False) -> np.ndarray:
+    """Belt texture, rollers with cylindrical shading, and a lighting gradient. `new_belt` lays a
+    replacement belt: a coarse woven texture in place of the fine stripes."""
     yy, xx = np.mgrid[0:s, 0:s].astype(np.float32) / s
     base = rng.uniform(0.22, 0.38)
     noise = cv2.GaussianBlur(rng.normal(0, 1, (s, s)).astype(np.float32), (0, 0), 1.0) * 0.03
     stripes = 0.02 * np.sin(2 * np.pi * (yy * rng.uniform(18, 30) + rng.uniform(0, 1)))
+    if new_belt:
+        weave = np.sign(np.sin(2 * np.pi * xx * 10)) * np.sign(np.sin(2 * np.pi * yy * 10))
+        stripes = 0.07 * weave + 2.0 * noise
     belt = base + noise + stripes
     period = rng.uniform(0.22, 0.32)
     phase = rng.uniform(0, period)
@@ -171,10 +175,11 @@ class Rendered:
     background: np.ndarray | None = None  # uint8 RGB: the same scene without the part (no shadow)
 
 
-def render(cfg: SynthConfig, rng: np.random.Generator, is_def: bool, with_distractor: bool) -> Rendered:
+def render(cfg: SynthConfig, rng: np.random.Generator, is_def: bool, with_distractor: bool,
+           new_belt: bool = False) -> Rendered:
     """One image of the line."""
     s = cfg.size
-    img = _conveyor(rng, s)
+    img = _conveyor(rng, s, new_belt)
     background = img.copy()  # the scene as it would be without the part: the audit's clean donor
     shape = cfg.shapes[rng.integers(len(cfg.shapes))]
     part = _part_mask(rng, s, shape)
@@ -312,3 +317,74 @@ def config_for(preset: str, path: str | None = None, overrides: dict | None = No
         data = {**data, **_yaml_keys(path)}  # keys the user's file sets win over the preset
         data = {**base.__dict__, **data}
     return from_dict(SynthConfig, apply_overrides(data, overrides or {}))
+
+
+# ---------------------------------------------------------------- streams with a change
+
+CHANGES: dict[str, str] = {
+    "none": "no change: in-distribution frames throughout",
+    "belt": "a new belt: a coarse woven texture in place of the fine stripes",
+    "lamp": "the lamp dims: every grey level x0.75",
+    "fixture": "a bright fixture bar across the top of the frame, outside the part",
+    "camera": "the camera shifts by 5% of the frame to the right",
+    "defect_rate": "the defect rate rises to 0.9",
+    "dirt": "marks on the belt (distractors) in every frame, whatever the label",
+}
+STREAM_STYLES = ("test", "test_shift")
+
+
+def _changed(cfg: SynthConfig, rng: np.random.Generator, change: str, style: str) -> tuple[Rendered, bool]:
+    """One frame of the line after `change` (or before any, with change 'none')."""
+    is_def = bool(rng.random() < (0.9 if change == "defect_rate" else cfg.p_def))
+    with_distractor = change == "dirt" or bool(rng.random() < cfg.p_distractor(style, is_def))
+    r = render(cfg, rng, is_def, with_distractor, new_belt=change == "belt")
+    s = cfg.size
+    if change == "lamp":
+        r.image = (r.image.astype(np.float32) * 0.75).astype(np.uint8)
+    elif change == "fixture":
+        bar = np.zeros((s, s), bool)
+        bar[: max(2, int(0.07 * s))] = True
+        bar &= r.aoi == 0
+        r.image[bar] = (235, 235, 230)
+    elif change == "camera":
+        shift = np.float32([[1, 0, 0.05 * s], [0, 1, 0]])
+        r.image = cv2.warpAffine(r.image, shift, (s, s), borderMode=cv2.BORDER_REFLECT_101)
+        r.aoi = cv2.warpAffine(r.aoi, shift, (s, s), flags=cv2.INTER_NEAREST, borderValue=0)
+    return r, is_def
+
+
+def synthesize_stream(out: str | Path, cfg: SynthConfig, seed: int, frames: int, change: str = "none",
+                      at: int | None = None, style: str = "test_shift", progress: bool = True) -> dict:
+    """A stream of line frames (frames/frame_NNNNN.png, their AOI in aoi/, and stream.csv with
+    frame, image, aoi, label, changed), in-distribution up to frame `at` and changed from there:
+    the bench for `ceod inspect --watch`. `style` sets the distractor-label relation before the
+    change: `test` keeps the training correlation, `test_shift` makes it independent."""
+    out = Path(out)
+    if change not in CHANGES:
+        raise ConfigError(f"--change {change}: choose one of {', '.join(CHANGES)}")
+    if style not in STREAM_STYLES:
+        raise ConfigError(f"--style {style}: choose one of {', '.join(STREAM_STYLES)}")
+    if frames < 1:
+        raise ConfigError(f"--frames {frames}: give at least one frame")
+    at = frames if change == "none" else (frames // 2 if at is None else at)
+    if not 0 <= at <= frames:
+        raise ConfigError(f"--at {at}: the change must start within the stream's {frames} frames")
+    if (out / "stream.csv").exists() or (out / "manifest.csv").exists():
+        raise FileExistsError(f"{out} already holds a dataset or stream; choose an empty folder")
+    start = time.perf_counter()
+    for folder in ("frames", "aoi"):
+        (out / folder).mkdir(parents=True, exist_ok=True)
+    png = [cv2.IMWRITE_PNG_COMPRESSION, 1]
+    rows = []
+    from ceod.progress import progress_bar
+    for i in progress_bar(range(frames), total=frames, desc="stream", disable=not progress):
+        rng = np.random.default_rng([seed, 99, i])
+        changed = i >= at
+        r, is_def = _changed(cfg, rng, change if changed else "none", style)
+        name = f"frame_{i:05d}.png"
+        cv2.imwrite(str(out / "frames" / name), cv2.cvtColor(r.image, cv2.COLOR_RGB2BGR), png)
+        cv2.imwrite(str(out / "aoi" / name), r.aoi, png)
+        rows.append(f"{i},frames/{name},aoi/{name},{'def' if is_def else 'ok'},{int(changed)}")
+    (out / "stream.csv").write_text("frame,image,aoi,label,changed\n" + "\n".join(rows) + "\n")
+    return {"frames": frames, "change": change, "at": at if change != "none" else None, "style": style,
+            "seconds": round(time.perf_counter() - start, 2), "out": str(out)}

@@ -31,26 +31,36 @@ class ExportParityError(CeodError):
 
 class ClassifierGraph(nn.Module):
     """image -> logits [N,K] (+ heatmap [N,1,h,w], ReLU'd fast-path CAM: of the def class for ok/def
-    models, of the predicted class for K-class models)."""
+    models, of the predicted class for K-class models) (+ features [N,C], the pooled last feature
+    map the drift watch summarises)."""
 
-    def __init__(self, model: nn.Module, heatmap: bool, anomaly: bool = True) -> None:
+    def __init__(self, model: nn.Module, heatmap: bool, anomaly: bool = True, features: bool = False) -> None:
         super().__init__()
-        self.model, self.heatmap, self.anomaly = model, heatmap, anomaly
+        self.model, self.heatmap, self.anomaly, self.features = model, heatmap, anomaly, features
+
+    @property
+    def output_names(self) -> list[str]:
+        return ["logits"] + (["heatmap"] if self.heatmap else []) + (["features"] if self.features else [])
 
     def forward(self, image: torch.Tensor):
         from ceod.classifier.gradcam import fast_cam
         logits, feats = self.model(image, return_features=True)
-        if not self.heatmap:
+        if not (self.heatmap or self.features):
             return logits
-        if self.anomaly:
-            weights = torch.zeros_like(logits)
-            weights[:, 1] = 1
-        else:  # one-hot of the argmax, written with ops every exporter knows
-            weights = (logits == logits.max(dim=1, keepdim=True).values).to(logits.dtype)
-        return logits, torch.relu(fast_cam(self.model, feats, weights))[:, None]
+        outputs = [logits]
+        if self.heatmap:
+            if self.anomaly:
+                weights = torch.zeros_like(logits)
+                weights[:, 1] = 1
+            else:  # one-hot of the argmax, written with ops every exporter knows
+                weights = (logits == logits.max(dim=1, keepdim=True).values).to(logits.dtype)
+            outputs.append(torch.relu(fast_cam(self.model, feats, weights))[:, None])
+        if self.features:
+            outputs.append(feats.mean(dim=(2, 3)))
+        return tuple(outputs)
 
 
-def _torch_model(payload: dict[str, Any], heatmap: bool) -> tuple[nn.Module, list[str]]:
+def _torch_model(payload: dict[str, Any], heatmap: bool, features: bool = False) -> tuple[nn.Module, list[str]]:
     """The model through its own package's loader (the one evaluation uses), wrapped for export."""
     kind = payload["ceod"]["kind"]
     if kind == "classifier":
@@ -58,8 +68,10 @@ def _torch_model(payload: dict[str, Any], heatmap: bool) -> tuple[nn.Module, lis
         model, cfg, meta = load_classifier(None, payload)
         if heatmap and not model.has_linear_head:
             raise CeodError("--heatmap needs a linear head (gap_linear or flatten_linear: the fast CAM path)")
-        graph = ClassifierGraph(model.eval(), heatmap, is_anomaly(class_names(meta))).eval()
-        return graph, (["logits", "heatmap"] if heatmap else ["logits"])
+        graph = ClassifierGraph(model.eval(), heatmap, is_anomaly(class_names(meta)), features).eval()
+        return graph, graph.output_names
+    if heatmap or features:
+        raise CeodError("--heatmap and --features are classifier outputs; a segmenter exports its AOI logits only")
     from ceod.segmenter.predict import load_segmenter
     model, _, _ = load_segmenter(None, payload)
     return model.eval(), ["aoi_logits"]
@@ -100,8 +112,13 @@ def _parity_images(meta: dict[str, Any], data: str | Path | None, n: int) -> np.
 
 
 def export_run(run: str | Path, out: str | Path, heatmap: bool = False, fp16: bool = False,
-               data: str | Path | None = None, parity_images: int = 32) -> dict[str, Any]:
-    """Export, write metadata, onnx.checker, then parity vs torch; the file appears only if it passes."""
+               data: str | Path | None = None, parity_images: int = 32, features: bool = False,
+               profile: bool = True, segmenter: str | Path | None = None,
+               profile_images: int = 400) -> dict[str, Any]:
+    """Export, write metadata, onnx.checker, then parity vs torch; the file appears only if it passes.
+    A classifier also gets the drift watch's reference profile (`profile`), measured with
+    onnxruntime on up to `profile_images` images of its validation split, with the AOI from
+    `segmenter` (an exported segmenter: what the line will see) or else the manifest's masks."""
     import onnx
 
     payload = load_checkpoint(run)
@@ -109,7 +126,7 @@ def export_run(run: str | Path, out: str | Path, heatmap: bool = False, fp16: bo
     meta = dict(payload["meta"])
     meta["model_kind"] = kind
     meta["precision"] = "fp16" if fp16 else "fp32"
-    model, outputs = _torch_model(payload, heatmap)
+    model, outputs = _torch_model(payload, heatmap, features)
     size = int(meta["input_size"])
     images = _parity_images(meta, data, parity_images)
     out = Path(out)
@@ -129,12 +146,23 @@ def export_run(run: str | Path, out: str | Path, heatmap: bool = False, fp16: bo
         staged = Path(tmp) / "model.onnx"
         onnx.save(proto, str(staged))
         report = parity(model, staged, images, meta, kind, fp16)
-        report.update({"exporter": exporter, "kind": kind, "outputs": outputs, "file": str(out),
-                       "bytes": staged.stat().st_size})
+        report.update({"exporter": exporter, "kind": kind, "outputs": outputs, "file": str(out)})
         if not report["passed"]:
             raise ExportParityError(
                 f"parity failed: max abs diff {report['max_abs_diff']:.2e} (tolerance {report['tolerance']:.0e}), "
                 f"decision agreement {report['decision_agreement']:.4f}; {out} not written")
+        if kind == "classifier" and profile:
+            from ceod.export.reference import reference_profile
+            from ceod.export.watch import ProfileError
+            try:
+                props, report["profile"] = reference_profile(payload, staged, data, segmenter, profile_images)
+            except ProfileError as exc:  # too few validation images: the model works, unwatched
+                props, report["profile_skipped"] = {}, str(exc)
+            for k, v in props.items():
+                entry = proto.metadata_props.add()
+                entry.key, entry.value = f"ceod.{k}", v
+            onnx.save(proto, str(staged))
+        report["bytes"] = staged.stat().st_size
         os.replace(staged, out)
     return report
 
@@ -170,7 +198,7 @@ def parity(model: nn.Module, path: Path, images: np.ndarray, meta: dict[str, Any
     ref = model(torch.from_numpy(x))
     ref = [r.numpy() for r in ref] if isinstance(ref, tuple) else [ref.numpy()]
     got = ort_model.run_tensor(x)
-    names = ["logits", "heatmap"][:len(ref)] if kind == "classifier" else ["aoi_logits"]
+    names = ort_model.info.outputs
     diffs = {name: float(np.abs(r - got[name]).max()) for name, r in zip(names, ref)}
     if kind == "classifier":
         t = float(meta["threshold"])

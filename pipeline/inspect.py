@@ -52,6 +52,7 @@ class Summary:
     taken: int = 0  # inputs taken from the source: each gets exactly one record
     skipped: int = 0  # taken but not judged (interrupted, or the source failed)
     failure: str | None = None
+    drift_alarms: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         seconds = time.perf_counter() - self.started
@@ -61,7 +62,7 @@ class Summary:
                 "throughput_per_s": self.records / seconds if seconds > 0 else 0.0,
                 "providers": self.providers, "interrupted": self.interrupted,
                 "overlay_failures": self.overlay_failures, "taken": self.taken, "skipped": self.skipped,
-                "failure": self.failure}
+                "failure": self.failure, "drift_alarms": self.drift_alarms}
 
 
 # ---------------------------------------------------------------- sources
@@ -258,7 +259,9 @@ class Inspector:
     """
 
     def __init__(self, model: str | Path, provider: str = "auto", threshold: float | None = None,
-                 segmenter: str | Path | None = None, threads: int = 0) -> None:
+                 segmenter: str | Path | None = None, threads: int = 0, watch: str | Path | None = None,
+                 watch_every: int = 10, watch_budget: float = 0.05, watch_alpha: float = 0.01,
+                 watch_queue: int = 4) -> None:
         self.model = OnnxModel(model, provider, threads)
         if self.model.info.kind != "classifier":
             raise CeodError(f"{model} is a {self.model.info.kind} model; --model takes a classifier")
@@ -267,9 +270,19 @@ class Inspector:
         self.threshold = self.model.info.threshold if threshold is None else threshold
         self.model_id = self.model.identity  # which model judged each part, in every record
         self.segmenter = OnnxModel(segmenter, provider, threads) if segmenter else None
+        self.watch_settings = None
+        if watch:
+            from ceod.pipeline.watch import watch_segmenter
+            seg = watch_segmenter(self.model, watch, provider, watch_every, watch_budget, watch_alpha)
+            self.watch_settings = (seg, watch_every, watch_budget, watch_alpha, watch_queue)
+        self.watcher = None  # the drift watch of the current run
 
     def infer(self, images: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """Scores, verdicts (class indices) and heatmaps (or None) for RGB uint8 images."""
+        scores, verdicts, outputs = self._infer(images)
+        return scores, verdicts, outputs.get("heatmap")
+
+    def _infer(self, images: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
         x = self.model.prepare(images)
         if self.segmenter is not None:
             # Two-stage alternative: segment, then blank the outside of the AOI (mean colour = 0).
@@ -281,11 +294,11 @@ class Inspector:
             x = x * aoi[:, None]
         outputs = self.model.run_tensor(x)
         scores, verdicts = classify(self.model, outputs, self.threshold)
-        return scores, verdicts, outputs.get("heatmap")
+        return scores, verdicts, outputs
 
     def run(self, source: str, log_path: str | Path | None = None, overlays: str | Path | None = None,
             batch: int = 1, live: bool = True, stdin=None, queue_size: int = 64,
-            decoders: int = 2, max_wait_ms: float = 50.0) -> Summary:
+            decoders: int = 2, max_wait_ms: float = 50.0, watch_report: str | Path | None = None) -> Summary:
         """Inspect every input of `source`; exactly one record per input taken from it.
 
         A reader thread takes inputs (at most `queue_size` ahead) and hands them to `decoders`
@@ -294,12 +307,21 @@ class Inspector:
         SIGTERM (where this runs on the main thread) finish the batch in hand, once; every input
         taken but not judged then gets a `skipped` record (reason `interrupted`), and the
         summary says which signal came (the CLI exits 130 / 143). A failing reader is handled
-        the same way (reason `source failed`; the CLI exits 1)."""
+        the same way (reason `source failed`; the CLI exits 1).
+
+        With the drift watch on (`watch=` at construction), alarms go into the same log as
+        `drift` records and to stderr, and `watch_report` gets watch.json and watch.html."""
         from collections import deque
         from concurrent.futures import ThreadPoolExecutor
 
+        from ceod.pipeline.watch import Watcher, check_report_folder
+        report_dir = Path(watch_report) if watch_report and self.watch_settings else None
+        if report_dir is not None:
+            check_report_folder(report_dir)
         log = RecordLog(log_path)
         summary = Summary(providers=self.model.providers)
+        if self.watch_settings:
+            self.watcher = Watcher(self.model, *self.watch_settings)
         overlay_dir = Path(overlays) if overlays else None
         if overlay_dir:
             overlay_dir.mkdir(parents=True, exist_ok=True)
@@ -391,6 +413,15 @@ class Inspector:
             self._skip(rest, reason, log, summary)
             restore()
             pool.shutdown(wait=False, cancel_futures=True)
+            if self.watcher is not None:
+                self.watcher.close()
+                try:
+                    self._drift(log, summary)
+                except LogWriteError:
+                    pass  # the run is already failing on this log; the alarms are in the report
+                if report_dir is not None:
+                    from ceod.pipeline.watch import write_report
+                    write_report(report_dir, self.watcher)
             log.flush()
             log.close()
             if live and summary.records:
@@ -437,15 +468,17 @@ class Inspector:
 
     def _process(self, items: list[Item], log: RecordLog, summary: Summary, overlay_dir: Path | None) -> None:
         good = [it for it in items if it.image is not None]
-        results: dict[int, tuple[float, int, np.ndarray | None]] = {}
+        results: dict[int, tuple[float, int, np.ndarray | None, np.ndarray | None]] = {}
         names = self.model.info.class_names
         failure: str | None = None
         if good:
             try:
-                scores, verdicts, heatmaps = self.infer([it.image for it in good])
+                scores, verdicts, outputs = self._infer([it.image for it in good])
+                heatmaps, features = outputs.get("heatmap"), outputs.get("features")
                 for k, it in enumerate(good):
                     results[id(it)] = (float(scores[k]), int(verdicts[k]),
-                                       None if heatmaps is None else heatmaps[k, 0])
+                                       None if heatmaps is None else heatmaps[k, 0],
+                                       None if features is None else features[k])
             except Exception as exc:  # noqa: BLE001 - e.g. an image too large for memory
                 failure = f"{type(exc).__name__}: {str(exc)[:200]}"
         now = time.perf_counter()
@@ -456,7 +489,7 @@ class Inspector:
                 results.pop(id(it))  # NaN compares false with the threshold: never a verdict
                 it.error = "non-finite score"
             if it.image is not None and id(it) in results:
-                score, verdict, heat = results[id(it)]
+                score, verdict, heat, feats = results[id(it)]
                 record = {"time": stamp, "source": it.source, "verdict": names[verdict],
                           "score": round(score, 6), "latency_ms": round(latency, 3), "status": "ok", "reason": "",
                           "model": self.model_id}
@@ -464,6 +497,8 @@ class Inspector:
                 summary.latencies.append(latency / 1000)
                 if overlay_dir is not None and not self._overlay(overlay_dir, summary.records, it, record, heat):
                     summary.overlay_failures += 1
+                if self.watcher is not None:
+                    self.watcher.frame(summary.records, it.source, it.image, score, heat, feats)
             else:
                 record = {"time": stamp, "source": it.source, "verdict": None, "score": None,
                           "latency_ms": round(latency, 3), "status": "error", "reason": it.error or failure,
@@ -471,7 +506,18 @@ class Inspector:
                 summary.errors += 1
             summary.records += 1
             log.write(record)
+        if self.watcher is not None:
+            self._drift(log, summary)
         log.flush()
+
+    def _drift(self, log: RecordLog, summary: Summary) -> None:
+        """The watch's new alarms: a `drift` record each in the log, and one line on stderr."""
+        from ceod.pipeline.watch import announce, drift_record
+        stamp = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+        for alarm in self.watcher.drain():
+            announce(alarm)
+            log.write(drift_record(alarm, self.model_id, stamp))
+            summary.drift_alarms += 1
 
     def _overlay(self, folder: Path, index: int, item: Item, record: dict, heat: np.ndarray | None) -> bool:
         """Write one overlay; False (counted in the summary) when the file could not be written."""
@@ -493,5 +539,6 @@ def format_summary(s: dict[str, Any]) -> str:
             f"{s['p50_ms']:.2f} ms, p95 {s['p95_ms']:.2f} ms, p99 {s['p99_ms']:.2f} ms; "
             f"{s['throughput_per_s']:.1f} images/s; providers {s['providers']}"
             + (f"; {s['taken']} inputs taken, {s['skipped']} skipped" if s.get("skipped") else "")
+            + (f"; {s['drift_alarms']} drift alarm(s)" if s.get("drift_alarms") else "")
             + (f"; interrupted by {s['interrupted']}" if s["interrupted"] else "")
             + (f"; {s['overlay_failures']} overlays NOT written" if s.get("overlay_failures") else ""))

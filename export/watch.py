@@ -1,0 +1,396 @@
+"""Drift watch: what the line is expected to look like (a reference profile written at export from
+the validation split), and a monitor that compares rolling windows of the same statistics with it
+while `ceod inspect --watch` runs. Torch-free: numpy and OpenCV.
+
+Statistics and what an alarm on each means (`KINDS`):
+
+- every frame, from the classifier's own outputs: `score` (P(def), or the top class's probability)
+  and, where the model was exported with `--features`, `feature_distance` (the whitened distance of
+  its pooled features from the reference mean, over the reference's top principal directions);
+- on sampled frames, with the segmenter's AOI: the grey level outside the AOI (mean, 10th and 90th
+  percentile), its texture (mean |Laplacian|), the AOI's area and centroid, and, where the model
+  was exported with `--heatmap`, the share of the heatmap's mass outside the AOI.
+
+The test (`Monitor`): each statistic keeps a window of its last values; when the window is full,
+and at every new value after that, the window is compared with the reference by a z-test on its
+mean and a Kolmogorov-Smirnov test on its distribution (two-sided; one-sided upwards for the
+evidence share and the feature distance), p = 2 min(p_z, p_KS). An alarm needs p below
+alpha / (statistics x evaluations per 10,000 frames): Bonferroni over every test a 10,000-frame
+stretch makes, so in-distribution frames raise a false alarm in at most `alpha` of such
+stretches (conservative: overlapping windows are correlated). An alarm clears when p rises
+above 0.01; it is reported once per episode, with the frame it most likely started at.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable
+
+import cv2
+import numpy as np
+
+from ceod.errors import CeodError
+
+PROFILE_KEY = "reference_profile"  # ceod.<key> in the ONNX metadata
+FEATURES_KEY = "reference_features"
+PROFILE_VERSION = 1
+ANALYSIS_SIZE = 128  # every sampled frame is measured at this size, whatever the camera's
+QUANTILES = np.linspace(0.0, 1.0, 41)
+FEATURE_DIRECTIONS = 8
+MIN_OUTSIDE = 0.01  # outside-AOI statistics need at least this share of the frame
+
+KINDS: dict[str, str] = {
+    "scene": "the scene changed outside the AOI (the model may still be fine)",
+    "evidence": "the model's evidence moved outside the AOI (its verdicts are at risk)",
+    "aoi": "the AOI moved or changed size (camera or fixture)",
+    "score": "the score distribution shifted (the process or the model)",
+    "features": "the classifier's pooled features moved (its input changed in a way it sees)",
+}
+
+
+@dataclass(frozen=True)
+class Statistic:
+    name: str
+    kind: str
+    per_frame: bool  # every frame (classifier outputs) or sampled frames (segmenter)
+    upward: bool  # only an increase is drift
+    window: int  # values in the rolling window
+    unit: str
+
+
+STATISTICS: tuple[Statistic, ...] = (
+    Statistic("score", "score", True, False, 200, "probability"),
+    Statistic("feature_distance", "features", True, True, 100, "whitened distance"),
+    Statistic("outside_grey", "scene", False, False, 32, "grey level / 255"),
+    Statistic("outside_grey_p10", "scene", False, False, 32, "grey level / 255"),
+    Statistic("outside_grey_p90", "scene", False, False, 32, "grey level / 255"),
+    Statistic("outside_texture", "scene", False, False, 32, "mean |Laplacian|"),
+    Statistic("aoi_area", "aoi", False, False, 32, "share of the frame"),
+    Statistic("aoi_cx", "aoi", False, False, 32, "share of the width"),
+    Statistic("aoi_cy", "aoi", False, False, 32, "share of the height"),
+    Statistic("evidence_outside", "evidence", False, True, 32, "share of heatmap mass"),
+)
+BY_NAME = {s.name: s for s in STATISTICS}
+
+
+class ProfileError(CeodError):
+    """The model carries no usable reference profile."""
+
+
+# ---------------------------------------------------------------- measuring one frame
+
+def frame_statistics(image: np.ndarray, aoi: np.ndarray, heatmap: np.ndarray | None) -> dict[str, float]:
+    """The sampled-frame statistics of one RGB uint8 frame, its AOI (bool or 0/1, any size) and,
+    where the model exports one, its heatmap [h,w]. NaN where a statistic does not exist (no
+    outside region, an empty AOI, an all-zero heatmap)."""
+    s = ANALYSIS_SIZE
+    grey = cv2.cvtColor(cv2.resize(image, (s, s), interpolation=cv2.INTER_AREA), cv2.COLOR_RGB2GRAY)
+    inside = cv2.resize(np.asarray(aoi, np.uint8), (s, s), interpolation=cv2.INTER_NEAREST) > 0
+    # the part's edge and its shadow are not background: leave a margin around the AOI
+    outside = cv2.erode((~inside).astype(np.uint8), np.ones((3, 3), np.uint8), iterations=2) > 0
+    nan = float("nan")
+    out = dict.fromkeys((st.name for st in STATISTICS if not st.per_frame), nan)
+    if outside.mean() >= MIN_OUTSIDE:
+        values = grey[outside].astype(np.float32) / 255.0
+        out["outside_grey"] = float(values.mean())
+        out["outside_grey_p10"], out["outside_grey_p90"] = (float(v) for v in np.percentile(values, (10, 90)))
+        laplace = np.abs(cv2.Laplacian(grey.astype(np.float32) / 255.0, cv2.CV_32F, ksize=3))
+        out["outside_texture"] = float(laplace[outside].mean())
+    area = float(inside.mean())
+    out["aoi_area"] = area
+    if area > 0:
+        ys, xs = np.nonzero(inside)
+        out["aoi_cx"], out["aoi_cy"] = float(xs.mean() + 0.5) / s, float(ys.mean() + 0.5) / s
+    if heatmap is not None:
+        heat = np.clip(np.asarray(heatmap, np.float32), 0, None)
+        total = float(heat.sum())
+        if total > 1e-12 and np.isfinite(total):
+            share = cv2.resize(inside.astype(np.float32), heat.shape[::-1], interpolation=cv2.INTER_AREA)
+            out["evidence_outside"] = float((heat * (1.0 - share)).sum() / total)
+    return out
+
+
+# ---------------------------------------------------------------- the reference profile
+
+def _summary(values: Iterable[float]) -> dict[str, Any] | None:
+    v = np.asarray([x for x in values if np.isfinite(x)], np.float64)
+    if len(v) < 10:
+        return None
+    return {"n": int(len(v)), "mean": float(v.mean()), "std": float(max(v.std(ddof=1), 1e-9)),
+            "quantiles": [round(float(q), 6) for q in np.quantile(v, QUANTILES)]}
+
+
+def _pack(array: np.ndarray) -> str:
+    return base64.b64encode(np.asarray(array, np.float16).tobytes()).decode()
+
+
+def _unpack(text: str, shape: tuple[int, ...]) -> np.ndarray:
+    array = np.frombuffer(base64.b64decode(text), np.float16).astype(np.float32)
+    if array.size != math.prod(shape) or not np.isfinite(array).all():
+        raise ProfileError("the reference profile's feature block is damaged; re-export the model")
+    return array.reshape(shape)
+
+
+def feature_whitening(features: np.ndarray, directions: int = FEATURE_DIRECTIONS
+                      ) -> tuple[dict[str, Any], np.ndarray]:
+    """The reference's top principal directions of the pooled features, scaled to unit variance
+    (stored as float16); returns the block and the reference's own distances."""
+    f = np.asarray(features, np.float64)
+    mean = f.mean(axis=0)
+    _, sing, vt = np.linalg.svd(f - mean, full_matrices=False)
+    k = int(min(directions, len(sing), f.shape[1]))
+    scale = sing[:k] / math.sqrt(max(len(f) - 1, 1))
+    keep = scale > 1e-6 * max(scale.max(), 1e-12)
+    w = (vt[:k][keep] / scale[keep, None]).astype(np.float32)
+    block = {"dims": int(f.shape[1]), "directions": int(w.shape[0]), "mean": _pack(mean), "whiten": _pack(w)}
+    return block, _feature_distance(f, mean.astype(np.float32), w)
+
+
+def _feature_distance(features: np.ndarray, mean: np.ndarray, whiten: np.ndarray) -> np.ndarray:
+    z = (np.asarray(features, np.float32) - mean) @ whiten.T
+    return np.sqrt((z ** 2).mean(axis=1))
+
+
+def build_profile(classify: Callable[[list[np.ndarray]], dict[str, np.ndarray]],
+                  frames: Iterable[tuple[np.ndarray, np.ndarray]], aoi_source: str, batch: int = 16
+                  ) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The reference profile from held-out frames (RGB uint8 image, AOI mask) and a function that
+    returns the classifier's outputs (`score`, optionally `heatmap` [N,h,w] and `features` [N,C])
+    for a list of images. Returns the profile and the feature block (None without features)."""
+    values: dict[str, list[float]] = {s.name: [] for s in STATISTICS}
+    features: list[np.ndarray] = []
+    histogram = np.zeros(16, np.float64)
+    pending: list[tuple[np.ndarray, np.ndarray]] = []
+
+    def flush() -> None:
+        outputs = classify([im for im, _ in pending])
+        values["score"].extend(float(v) for v in outputs["score"])
+        if "features" in outputs:
+            features.extend(np.asarray(outputs["features"], np.float32))
+        heat = outputs.get("heatmap")
+        for k, (image, aoi) in enumerate(pending):
+            for name, v in frame_statistics(image, aoi, None if heat is None else heat[k]).items():
+                values[name].append(v)
+            s = ANALYSIS_SIZE
+            grey = cv2.cvtColor(cv2.resize(image, (s, s), interpolation=cv2.INTER_AREA), cv2.COLOR_RGB2GRAY)
+            inside = cv2.resize(np.asarray(aoi, np.uint8), (s, s), interpolation=cv2.INTER_NEAREST) > 0
+            histogram[:] += np.bincount(grey[~inside] // 16, minlength=16)[:16]
+        pending.clear()
+
+    for frame in frames:
+        pending.append(frame)
+        if len(pending) == batch:
+            flush()
+    if pending:
+        flush()
+    if len(values["score"]) < 30:
+        raise ProfileError(f"the reference profile needs at least 30 held-out images, found {len(values['score'])}")
+    block = None
+    if len(features) >= 30:
+        block, distances = feature_whitening(np.stack(features))
+        values["feature_distance"] = [float(d) for d in distances]
+    stats = {name: summary for name, summary in ((n, _summary(v)) for n, v in values.items()) if summary}
+    profile = {"version": PROFILE_VERSION, "images": len(values["score"]), "aoi_source": aoi_source,
+               "analysis_size": ANALYSIS_SIZE, "statistics": stats,
+               "outside_histogram": [round(float(h), 6) for h in histogram / max(histogram.sum(), 1.0)]}
+    return profile, block
+
+
+def to_props(profile: dict[str, Any], block: dict[str, Any] | None) -> dict[str, str]:
+    props = {PROFILE_KEY: json.dumps(profile)}
+    if block is not None:
+        props[FEATURES_KEY] = json.dumps(block)
+    return props
+
+
+def read_profile(raw: dict[str, str], path: str) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The profile stored in a model's metadata (ceod.reference_profile), checked."""
+    text = raw.get(f"ceod.{PROFILE_KEY}")
+    if text is None:
+        raise ProfileError(f"{path} carries no reference profile: re-export it with `ceod export` "
+                           "(it writes the profile from the validation split)")
+    try:
+        profile = json.loads(text)
+        block = json.loads(raw[f"ceod.{FEATURES_KEY}"]) if f"ceod.{FEATURES_KEY}" in raw else None
+        if profile.get("version") != PROFILE_VERSION:
+            raise ProfileError(f"{path}: reference profile version {profile.get('version')}, this ceod reads "
+                               f"{PROFILE_VERSION}; re-export the model")
+        for name, summary in profile["statistics"].items():
+            if name not in BY_NAME or len(summary["quantiles"]) != len(QUANTILES) or summary["n"] < 10 \
+                    or not (np.isfinite(summary["mean"]) and summary["std"] > 0):
+                raise ProfileError(f"{path}: reference statistic {name!r} is malformed; re-export the model")
+        if block is not None:
+            block = {**block, "mean": _unpack(block["mean"], (block["dims"],)),
+                     "whiten": _unpack(block["whiten"], (block["directions"], block["dims"]))}
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ProfileError(f"{path}: the reference profile cannot be read ({exc}); re-export the model") from None
+    return profile, block
+
+
+# ---------------------------------------------------------------- the tests
+
+def kolmogorov_p(d: float, n: float, one_sided: bool = False) -> float:
+    """P(D >= d) for the KS statistic with effective size n (asymptotic, Stephens' correction)."""
+    if d <= 0:
+        return 1.0
+    lam = (math.sqrt(n) + 0.12 + 0.11 / math.sqrt(n)) * d
+    if one_sided:
+        return min(1.0, math.exp(-2.0 * lam * lam))
+    total = sum((-1) ** (k - 1) * math.exp(-2.0 * k * k * lam * lam) for k in range(1, 101))
+    return float(min(1.0, max(0.0, 2.0 * total)))
+
+
+def window_test(window: np.ndarray, ref: dict[str, Any], upward: bool) -> dict[str, float]:
+    """The z-test on the window's mean and the KS test on its distribution against a reference
+    summary; p = 2 min(p_z, p_KS)."""
+    w = np.sort(window)
+    n_w, n_r = len(w), int(ref["n"])
+    z = (float(w.mean()) - ref["mean"]) / (ref["std"] * math.sqrt(1.0 / n_w + 1.0 / n_r))
+    p_z = 0.5 * math.erfc(z / math.sqrt(2)) if upward else math.erfc(abs(z) / math.sqrt(2))
+    # the reference CDF at the window's values, from its stored quantiles (ties spread evenly)
+    q = np.asarray(ref["quantiles"])
+    f_ref = np.interp(w, q, QUANTILES, left=0.0, right=1.0)
+    upper = np.arange(1, n_w + 1) / n_w
+    lower = np.arange(0, n_w) / n_w
+    d_up = float(max(0.0, (f_ref - lower).max()))  # window sits to the right of the reference
+    d = max(d_up, float((upper - f_ref).max()))
+    n_eff = n_w * n_r / (n_w + n_r)
+    p_ks = kolmogorov_p(d_up, n_eff, one_sided=True) if upward else kolmogorov_p(d, n_eff)
+    return {"z": z, "ks_d": d_up if upward else d, "p": min(1.0, 2.0 * min(p_z, p_ks))}
+
+
+def change_start(values: np.ndarray, mean: float, std: float) -> int:
+    """The index in a window where the shift most likely began: the split that maximises the
+    standardised deviation of everything after it from the reference mean."""
+    n = len(values)
+    tails = np.cumsum(values[::-1])[::-1]  # sum of values[k:]
+    counts = n - np.arange(n)
+    score = np.abs(tails / counts - mean) * np.sqrt(counts) / std
+    return int(np.argmax(score))
+
+
+@dataclass
+class Alarm:
+    statistic: str
+    kind: str
+    frame: int  # the frame at which the alarm was raised
+    since_frame: int  # where the shift most likely began
+    source: str
+    reference_mean: float
+    window_mean: float
+    shift_sigma: float
+    ks_d: float
+    p_value: float
+    cleared_frame: int | None = None
+
+    def message(self, unit: str) -> str:
+        return (f"{self.kind}: {self.statistic} moved from {self.reference_mean:.4g} to {self.window_mean:.4g} "
+                f"{unit} ({self.shift_sigma:+.1f} sigma, KS D {self.ks_d:.2f}, p {self.p_value:.1e}) since frame "
+                f"{self.since_frame}: {KINDS[self.kind]}")
+
+
+class Monitor:
+    """Rolling windows of every statistic the profile holds, tested against it as values arrive.
+    Not thread-safe: the caller serialises `observe`."""
+
+    CLEAR_P = 0.01
+
+    def __init__(self, profile: dict[str, Any], block: dict[str, Any] | None, alpha: float = 0.01,
+                 sample_every: int = 10, check_every: int = 10, history: int = 20_000) -> None:
+        if not 0 < alpha < 1:
+            raise CeodError(f"--watch-alpha {alpha}: a probability in (0, 1)")
+        self.profile, self.block = profile, block
+        self.stats = [s for s in STATISTICS if s.name in profile["statistics"]
+                      and (s.name != "feature_distance" or block is not None)]
+        self.check_every = check_every
+        self.sample_every = sample_every
+        # tests a 10,000-frame stretch makes, per statistic: frame statistics every check_every
+        # frames, sampled ones at every sample (one per sample_every frames at most)
+        evaluations = {s.name: 10_000 / (check_every if s.per_frame else sample_every) for s in self.stats}
+        self.alpha = alpha
+        self.level = {name: alpha / (len(self.stats) * e) for name, e in evaluations.items()}
+        self.windows: dict[str, deque] = {s.name: deque(maxlen=s.window) for s in self.stats}
+        self.counts = dict.fromkeys(self.windows, 0)
+        self.active: dict[str, Alarm] = {}
+        self.alarms: list[Alarm] = []
+        self.series: dict[str, list[tuple[int, float, float]]] = {n: [] for n in self.windows}  # frame, value, window mean
+        self.history = history
+        self.frames = 0
+        self.samples = 0
+
+    @property
+    def watched(self) -> list[str]:
+        return [s.name for s in self.stats]
+
+    def features_distance(self, features: np.ndarray) -> np.ndarray:
+        return _feature_distance(features, self.block["mean"], self.block["whiten"])
+
+    def observe_frame(self, frame: int, source: str, score: float, features: np.ndarray | None) -> list[Alarm]:
+        self.frames += 1
+        new = self._add("score", frame, source, score)
+        if features is not None and "feature_distance" in self.windows:
+            new += self._add("feature_distance", frame, source, float(self.features_distance(features[None])[0]))
+        return new
+
+    def observe_sample(self, frame: int, source: str, values: dict[str, float]) -> list[Alarm]:
+        self.samples += 1
+        new: list[Alarm] = []
+        for st in self.stats:
+            if not st.per_frame and st.name in values:
+                new += self._add(st.name, frame, source, values[st.name])
+        return new
+
+    def _add(self, name: str, frame: int, source: str, value: float) -> list[Alarm]:
+        if name not in self.windows or not np.isfinite(value):
+            return []
+        st, window = BY_NAME[name], self.windows[name]
+        window.append((frame, value))
+        self.counts[name] += 1
+        if st.per_frame and self.counts[name] % self.check_every:
+            return []
+        values = np.fromiter((v for _, v in window), np.float64, len(window))
+        full = len(window) == window.maxlen
+        self._keep(name, frame, value, float(values.mean()) if full else float("nan"))
+        if not full:
+            return []
+        ref = self.profile["statistics"][name]
+        result = window_test(values, ref, st.upward)
+        if name in self.active:
+            if result["p"] > self.CLEAR_P:
+                self.active.pop(name).cleared_frame = frame
+            return []
+        if result["p"] >= self.level[name]:
+            return []
+        start = change_start(values, ref["mean"], ref["std"])
+        alarm = Alarm(name, st.kind, frame, int(window[start][0]), source, ref["mean"], float(values.mean()),
+                      (float(values.mean()) - ref["mean"]) / ref["std"], result["ks_d"], result["p"])
+        self.active[name] = alarm
+        self.alarms.append(alarm)
+        return [alarm]
+
+    def _keep(self, name: str, frame: int, value: float, mean: float) -> None:
+        series = self.series[name]
+        series.append((frame, value, mean))
+        if len(series) > self.history:  # a long shift keeps every other point
+            self.series[name] = series[::2]
+
+    def report(self) -> dict[str, Any]:
+        stats = {}
+        for st in self.stats:
+            ref = self.profile["statistics"][st.name]
+            values = [v for _, v in self.windows[st.name]]
+            stats[st.name] = {"kind": st.kind, "unit": st.unit, "per": "frame" if st.per_frame else "sample",
+                              "window": st.window, "alarm_level_p": self.level[st.name],
+                              "reference_mean": ref["mean"], "reference_std": ref["std"],
+                              "values": self.counts[st.name],
+                              "last_window_mean": float(np.mean(values)) if values else None}
+        return {"test": "window z-test on the mean and Kolmogorov-Smirnov on the distribution, p = 2 min; "
+                        "alarm when p < alpha / (statistics x evaluations per 10,000 frames); clears at p > 0.01",
+                "alpha_per_10000_frames": self.alpha, "frames": self.frames, "samples": self.samples,
+                "kinds": KINDS, "statistics": stats,
+                "alarms": [{**a.__dict__, "meaning": KINDS[a.kind]} for a in self.alarms],
+                "profile": {k: self.profile[k] for k in ("images", "aoi_source", "analysis_size")}}

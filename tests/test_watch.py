@@ -1,0 +1,198 @@
+"""The drift watch: its statistics, its test's false-alarm control and detection, the profile in
+the exported model, and `ceod inspect --watch` on synthetic streams that change at a known frame."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from ceod.export.watch import (QUANTILES, Monitor, ProfileError, frame_statistics, read_profile, to_props,
+                               window_test)
+
+
+def _reference(values: np.ndarray) -> dict:
+    return {"n": len(values), "mean": float(values.mean()), "std": float(values.std(ddof=1)),
+            "quantiles": [float(q) for q in np.quantile(values, QUANTILES)]}
+
+
+def _profile(rng: np.random.Generator, n: int = 400) -> dict:
+    stats = {"score": _reference(rng.beta(0.5, 0.5, n))}
+    for name in ("outside_grey", "aoi_area", "aoi_cx", "evidence_outside"):
+        stats[name] = _reference(rng.normal(0.5, 0.05, n))
+    return {"version": 1, "images": n, "aoi_source": "test", "analysis_size": 128, "statistics": stats,
+            "outside_histogram": [1 / 16] * 16}
+
+
+def test_window_test_separates_same_from_shifted():
+    rng = np.random.default_rng(0)
+    ref = _reference(rng.normal(0, 1, 500))
+    same = window_test(rng.normal(0, 1, 50), ref, upward=False)
+    moved = window_test(rng.normal(1.0, 1, 50), ref, upward=False)
+    assert same["p"] > 1e-3 and moved["p"] < 1e-6
+    # one-sided: a drop is not drift for an upward statistic, a rise is
+    assert window_test(rng.normal(-1.0, 1, 50), ref, upward=True)["p"] > 0.1
+    assert window_test(rng.normal(1.0, 1, 50), ref, upward=True)["p"] < 1e-6
+    # a change of spread with the same mean: only the KS half sees it
+    assert window_test(rng.normal(0, 3, 50), ref, upward=False)["p"] < 1e-3
+
+
+def test_no_false_alarm_on_10000_in_distribution_frames_and_a_shift_is_found_near_its_start():
+    rng = np.random.default_rng(1)
+    profile = _profile(rng)
+    draw = {k: (lambda n, k=k: rng.normal(0.5, 0.05, n)) for k in ("outside_grey", "aoi_area", "aoi_cx",
+                                                                   "evidence_outside")}
+    quiet = Monitor(profile, None, sample_every=10)
+    for frame in range(10_000):
+        quiet.observe_frame(frame, f"f{frame}", float(rng.beta(0.5, 0.5)), None)
+        if frame % 10 == 0:
+            quiet.observe_sample(frame, f"f{frame}", {k: float(d(1)[0]) for k, d in draw.items()})
+    assert quiet.alarms == [] and quiet.samples == 1000
+
+    moved = Monitor(profile, None, sample_every=10)
+    for frame in range(2_000):
+        values = {k: float(d(1)[0]) for k, d in draw.items()}
+        if frame >= 1000:
+            values["outside_grey"] += 0.05  # one reference sigma
+        moved.observe_frame(frame, f"f{frame}", float(rng.beta(0.5, 0.5)), None)
+        if frame % 10 == 0:
+            moved.observe_sample(frame, f"f{frame}", values)
+    assert [a.statistic for a in moved.alarms] == ["outside_grey"]
+    alarm = moved.alarms[0]
+    assert alarm.kind == "scene" and 1000 <= alarm.frame <= 1300
+    assert 900 <= alarm.since_frame <= 1100 and alarm.shift_sigma > 0.5
+
+
+def test_score_shift_and_evidence_rise_name_their_kinds():
+    rng = np.random.default_rng(2)
+    monitor = Monitor(_profile(rng), None, sample_every=1)
+    for frame in range(600):
+        score = float(rng.beta(0.5, 0.5)) if frame < 300 else float(rng.beta(5, 1))  # more defects
+        monitor.observe_frame(frame, "x", score, None)
+        evidence = 0.5 + (0.15 if frame >= 300 else 0.0)
+        monitor.observe_sample(frame, "x", {"evidence_outside": float(rng.normal(evidence, 0.05))})
+    kinds = {a.statistic: a.kind for a in monitor.alarms}
+    assert kinds == {"score": "score", "evidence_outside": "evidence"}
+    assert all(a.frame >= 300 for a in monitor.alarms)
+
+
+def test_frame_statistics_measure_outside_the_aoi_only():
+    image = np.full((256, 256, 3), 60, np.uint8)
+    aoi = np.zeros((256, 256), np.uint8)
+    aoi[64:192, 96:224] = 1
+    image[aoi > 0] = 200  # the part: bright, and not part of the outside statistics
+    heat = np.zeros((4, 4), np.float32)
+    heat[0, 0] = 1.0  # all evidence in a corner outside the AOI
+    stats = frame_statistics(image, aoi, heat)
+    assert stats["outside_grey"] == pytest.approx(60 / 255, abs=1e-3)
+    assert stats["outside_texture"] == pytest.approx(0.0, abs=1e-6)
+    assert stats["aoi_area"] == pytest.approx(0.25, abs=0.01)
+    assert stats["aoi_cx"] == pytest.approx(160 / 256, abs=0.01) and stats["aoi_cy"] == pytest.approx(0.5, abs=0.01)
+    assert stats["evidence_outside"] == pytest.approx(1.0)
+    heat[:] = 0
+    heat[1:3, 2] = 1.0  # cells wholly inside
+    assert frame_statistics(image, aoi, heat)["evidence_outside"] == pytest.approx(0.0, abs=1e-6)
+    empty = frame_statistics(image, np.zeros_like(aoi), np.zeros((4, 4), np.float32))
+    assert np.isnan(empty["aoi_cx"]) and np.isnan(empty["evidence_outside"]) and empty["aoi_area"] == 0
+
+
+def test_profile_round_trip_and_damaged_profiles_are_refused():
+    rng = np.random.default_rng(3)
+    profile = _profile(rng)
+    raw = {f"ceod.{k}": v for k, v in to_props(profile, None).items()}
+    back, block = read_profile(raw, "m.onnx")
+    assert back["statistics"]["score"]["n"] == 400 and block is None
+    with pytest.raises(ProfileError, match="no reference profile"):
+        read_profile({}, "m.onnx")
+    broken = json.loads(raw["ceod.reference_profile"])
+    broken["statistics"]["score"]["quantiles"] = [0.1, 0.2]
+    with pytest.raises(ProfileError, match="malformed"):
+        read_profile({"ceod.reference_profile": json.dumps(broken)}, "m.onnx")
+    with pytest.raises(ProfileError, match="cannot be read"):
+        read_profile({"ceod.reference_profile": "{not json"}, "m.onnx")
+
+
+# ---------------------------------------------------------------- end to end on the synthetic line
+
+@pytest.fixture(scope="module")
+def watched(tiny_classifier_run, exported, tmp_path_factory) -> dict:
+    """The tiny classifier exported with heatmap, features and a reference profile measured with
+    the exported segmenter on a validation split of 60 images."""
+    from ceod.export.onnx_export import export_run
+    from ceod.synth import config_for, synthesize
+    root = tmp_path_factory.mktemp("watch")
+    data = root / "ref"
+    synthesize(data, config_for("tiny", overrides={"counts": {"train": 8, "val": 60}}), seed=5, progress=False)
+    report = export_run(tiny_classifier_run, root / "watched.onnx", heatmap=True, features=True, data=data,
+                        segmenter=exported["segmenter"])
+    return {"root": root, "model": root / "watched.onnx", "segmenter": exported["segmenter"], "report": report}
+
+
+def _stream(root, change: str, frames: int = 400, at: int = 150):
+    from ceod.synth import config_for, synthesize_stream
+    out = root / f"stream_{change}"
+    if not (out / "stream.csv").exists():
+        synthesize_stream(out, config_for("tiny"), seed=11, frames=frames, change=change, at=at, progress=False)
+    return out
+
+
+def _inspect(watched, stream, tmp_path, every: int = 1):
+    from ceod.pipeline.inspect import Inspector
+    # a queue that holds every sample: the watch thread measures all of them, whatever its speed
+    inspector = Inspector(watched["model"], "cpu", watch=watched["segmenter"], watch_every=every, watch_budget=1.0,
+                          watch_queue=10_000)
+    log = tmp_path / "log.jsonl"
+    summary = inspector.run(str(stream / "frames"), log, batch=4, live=False, watch_report=tmp_path / "watch")
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    return summary, records
+
+
+def test_export_stores_a_profile_the_runtime_reads(watched):
+    from ceod.export.runtime import OnnxModel
+    model = OnnxModel(watched["model"], "cpu")
+    assert model.info.outputs == ("logits", "heatmap", "features")
+    profile, block = read_profile(model.info.raw, "watched.onnx")
+    assert profile["images"] == 60 and profile["aoi_source"].startswith("segmenter")
+    assert {"score", "feature_distance", "outside_grey", "aoi_area", "evidence_outside"} <= set(profile["statistics"])
+    assert block["whiten"].shape[1] == model.run_tensor(np.zeros((1, 3, 64, 64), np.float32))["features"].shape[1]
+
+
+def test_in_distribution_stream_raises_no_alarm(watched, tmp_path):
+    summary, records = _inspect(watched, _stream(watched["root"], "none"), tmp_path)
+    assert summary.records == 400 and summary.drift_alarms == 0
+    assert [r for r in records if r["status"] == "drift"] == []
+    report = json.loads((tmp_path / "watch" / "watch.json").read_text())
+    assert report["frames"] == 400 and report["sampling"]["sampled"] > 0 and report["alarms"] == []
+    assert "<svg" in (tmp_path / "watch" / "watch.html").read_text()
+
+
+def test_a_fixture_outside_the_part_raises_a_scene_alarm_after_it_appears(watched, tmp_path):
+    summary, records = _inspect(watched, _stream(watched["root"], "fixture"), tmp_path)
+    drift = [r for r in records if r["status"] == "drift"]
+    assert summary.records == 400 and drift, "no drift record"
+    assert all(r["frame"] >= 150 for r in drift)
+    scene = [r for r in drift if r["kind"] == "scene"]
+    assert scene and scene[0]["frame"] <= 150 + 300 and 100 <= scene[0]["since_frame"] <= 250
+    assert "outside the AOI" in scene[0]["reason"] and scene[0]["verdict"] is None
+    # drift records are extra: every frame still has exactly one verdict record
+    assert len([r for r in records if r["status"] == "ok"]) == 400
+
+
+def test_watch_refuses_a_model_without_profile_and_a_foreign_report_folder(watched, tiny_classifier_run, tmp_path):
+    from ceod.errors import CeodError
+    from ceod.pipeline.inspect import Inspector
+    from ceod.export.onnx_export import export_run
+    bare = tmp_path / "bare.onnx"
+    export_run(tiny_classifier_run, bare, profile=False)
+    with pytest.raises(ProfileError, match="no reference profile"):
+        Inspector(bare, "cpu", watch=watched["segmenter"])
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("keep")
+    inspector = Inspector(watched["model"], "cpu", watch=watched["segmenter"])
+    with pytest.raises(CeodError, match="did not write"):
+        inspector.run(str(_stream(watched["root"], "none") / "frames"), None, live=False, watch_report=folder)
+    assert (folder / "notes.txt").read_text() == "keep"
+    with pytest.raises(CeodError, match="segmenter"):
+        Inspector(watched["model"], "cpu", watch=watched["model"])
