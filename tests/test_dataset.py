@@ -159,3 +159,31 @@ def test_one_image_in_two_splits_names_both_rows(tiny_dataset, tmp_path):
         read_manifest(ds)
     kept = read_manifest(ds, skip_bad=True)
     assert len(kept.samples) == len(rows) - 1
+
+
+def test_derived_datasets_keep_every_column(tiny_dataset, tiny_segmenter_run, tmp_path):
+    """predict-aoi, the grouped folds and the active-learning subsets write datasets derived from
+    another one: every column of the source survives, and every path still reaches its file."""
+    from ceod.classifier.experiment import make_folds
+    from ceod.dataset import derive_dataset, read_rows
+    from ceod.segmenter.active import _write_subset
+    from ceod.segmenter.predict import predict_dataset
+    source = read_rows(tiny_dataset)
+    grouped = tmp_path / "grouped"
+    derive_dataset(grouped, tiny_dataset, [{**r, "group": str(i // 2)} for i, r in enumerate(source)])
+    predict_dataset(tiny_segmenter_run, tiny_dataset, tmp_path / "pred")
+    make_folds(grouped, tmp_path / "folds", k=2)
+    _write_subset(tiny_dataset, tmp_path / "subset", {0, 1, 2}, [3, 4], source)
+    by_image = {r["image"]: r for r in source}
+    for folder, extra in ((grouped, {"group"}), (tmp_path / "pred", set()), (tmp_path / "folds", {"group", "fold0", "fold1"}),
+                          (tmp_path / "subset", set())):
+        rows = read_rows(folder)
+        assert set(rows[0]) == set(source[0]) | extra, folder
+        for row in rows:
+            original = by_image[row["image"].split("source/", 1)[-1].removeprefix("source/")]
+            for column in ("defect_mask", "background"):
+                assert bool(row[column]) == bool(original[column]), (folder, column)
+                if row[column]:
+                    assert (folder / row[column]).is_file(), (folder, row[column])
+            assert row["shape"] == original["shape"] and row["distractor"] == original["distractor"]
+        assert all((folder / r["image"]).is_file() for r in rows)

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from ceod.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from ceod.config import from_dict, load_config
+from ceod.config import load_config
 from ceod.dataset import check_dataset, load_split, read_manifest
 from ceod.metrics import iou_dice
 from ceod.segmenter.config import PostprocessConfig, SegmenterConfig
@@ -14,7 +14,6 @@ from ceod.segmenter.predict import load_segmenter, postprocess, predict_dataset,
 
 
 def _cfg(**over):
-    base = load_config(SegmenterConfig, None, "segmenter.yaml").__dict__
     cfg = load_config(SegmenterConfig, None, "segmenter.yaml", {"input_size": 64, "train.epochs": 6,
                                                                 "train.batch_size": 8, "train.lr": 0.003,
                                                                 "model.encoder_depth": 3,
