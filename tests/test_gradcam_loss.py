@@ -179,3 +179,29 @@ def test_input_gradient_on_a_subset_adds_rrr_and_leaves_batchnorm_alone():
     assert out.total.item() == pytest.approx(base.total.item() + 3.0 * expected.item(), rel=1e-4)
     out.total.backward()
     assert all(p.grad is not None for p in model.parameters())
+
+
+def test_registries_drive_the_config_and_name_the_known_entries():
+    """A distance or target is its function plus one registry line: the config accepts it with no
+    other change, and an unknown name is a one-line error listing the known ones."""
+    from ceod.classifier.loss import DISTANCES, register_distance
+    from ceod.config import ConfigError
+    from tests.conftest import tiny_classifier_config
+    for key, known in (("loss.distance", "outside_evidence"), ("loss.target", "sampled"),
+                       ("model.backbone", "efficientnet_lite0")):
+        with pytest.raises(ConfigError, match=rf"'{key}': 'nope' is not one of \[.*'{known}'"):
+            tiny_classifier_config(**{key: "nope"})
+
+    @register_distance("everything_outside")
+    def _everything(signed, mask, eps, detach, cells):
+        return signed.abs().sum((1, 2)) * 0 + 1.0
+
+    try:
+        cfg = tiny_classifier_config(**{"loss.distance": "everything_outside"})
+        model = build_classifier(cfg.model, 2, cfg.input_size)
+        x = torch.randn(4, 3, cfg.input_size, cfg.input_size)
+        logits, feats = model(x, return_features=True)
+        out = CEODLoss(cfg.loss)(model, logits, feats, torch.ones(4, 1, 64, 64), torch.tensor([0, 1, 0, 1]), epoch=9)
+        assert out.term.item() == pytest.approx(1.0)
+    finally:
+        DISTANCES.pop("everything_outside")
