@@ -7,6 +7,9 @@ Statistics and what an alarm on each means (`KINDS`):
 - every frame, from the classifier's own outputs: `score` (P(def), or the top class's probability)
   and, where the model was exported with `--features`, `feature_distance` (the whitened distance of
   its pooled features from the reference mean, over the reference's top principal directions);
+- every frame, from the image alone: grey level (mean, 10th and 90th percentile) and texture in
+  the background region, the part of the frame no reference AOI came near (where that region is
+  at least 5 % of the frame; a part that fills the frame leaves it to the sampled statistics);
 - on sampled frames, with the segmenter's AOI: the grey level outside the AOI (mean, 10th and 90th
   percentile), its texture (mean |Laplacian|), the AOI's area and centroid, and, where the model
   was exported with `--heatmap`, the share of the heatmap's mass outside the AOI.
@@ -42,6 +45,10 @@ ANALYSIS_SIZE = 128  # every sampled frame is measured at this size, whatever th
 QUANTILES = np.linspace(0.0, 1.0, 41)
 FEATURE_DIRECTIONS = 8
 MIN_OUTSIDE = 0.01  # outside-AOI statistics need at least this share of the frame
+BACKGROUND_SIZE = 64  # the every-frame background statistics are measured at this size
+MIN_BACKGROUND = 0.05  # ... where the background region holds at least this share of the frame
+REGION_MARGIN = 0.05  # the background region keeps this far (share of the side) from reference AOIs ...
+REGION_TOLERANCE = 0.02  # ... in all but this share of the reference frames
 
 KINDS: dict[str, str] = {
     "scene": "the scene changed outside the AOI (the model may still be fine)",
@@ -65,6 +72,10 @@ class Statistic:
 STATISTICS: tuple[Statistic, ...] = (
     Statistic("score", "score", True, False, 200, "probability"),
     Statistic("feature_distance", "features", True, True, 100, "whitened distance"),
+    Statistic("background_grey", "scene", True, False, 100, "grey level / 255"),
+    Statistic("background_grey_p10", "scene", True, False, 100, "grey level / 255"),
+    Statistic("background_grey_p90", "scene", True, False, 100, "grey level / 255"),
+    Statistic("background_texture", "scene", True, False, 100, "mean |Laplacian|"),
     Statistic("outside_grey", "scene", False, False, 32, "grey level / 255"),
     Statistic("outside_grey_p10", "scene", False, False, 32, "grey level / 255"),
     Statistic("outside_grey_p90", "scene", False, False, 32, "grey level / 255"),
@@ -83,23 +94,39 @@ class ProfileError(CeodError):
 
 # ---------------------------------------------------------------- measuring one frame
 
+def _grey(image: np.ndarray, size: int) -> np.ndarray:
+    return cv2.cvtColor(cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA), cv2.COLOR_RGB2GRAY)
+
+
+def _grey_statistics(grey: np.ndarray, region: np.ndarray, prefix: str) -> dict[str, float]:
+    """Mean, 10th and 90th percentile and texture (mean |Laplacian|) of a grey image in a region."""
+    values = grey[region].astype(np.float32) / 255.0
+    laplace = np.abs(cv2.Laplacian(grey.astype(np.float32) / 255.0, cv2.CV_32F, ksize=3))
+    p10, p90 = np.percentile(values, (10, 90))
+    return {f"{prefix}_grey": float(values.mean()), f"{prefix}_grey_p10": float(p10),
+            f"{prefix}_grey_p90": float(p90), f"{prefix}_texture": float(laplace[region].mean())}
+
+
+def background_statistics(image: np.ndarray, region: np.ndarray) -> dict[str, float]:
+    """The every-frame scene statistics: grey level and texture of the frame in the background
+    region, the cells reference AOIs hardly ever came near (`region`, [BACKGROUND_SIZE]^2 bool). About
+    0.1 ms: no segmenter needed."""
+    return _grey_statistics(_grey(image, BACKGROUND_SIZE), region, "background")
+
+
 def frame_statistics(image: np.ndarray, aoi: np.ndarray, heatmap: np.ndarray | None) -> dict[str, float]:
     """The sampled-frame statistics of one RGB uint8 frame, its AOI (bool or 0/1, any size) and,
     where the model exports one, its heatmap [h,w]. NaN where a statistic does not exist (no
     outside region, an empty AOI, an all-zero heatmap)."""
     s = ANALYSIS_SIZE
-    grey = cv2.cvtColor(cv2.resize(image, (s, s), interpolation=cv2.INTER_AREA), cv2.COLOR_RGB2GRAY)
+    grey = _grey(image, s)
     inside = cv2.resize(np.asarray(aoi, np.uint8), (s, s), interpolation=cv2.INTER_NEAREST) > 0
     # the part's edge and its shadow are not background: leave a margin around the AOI
     outside = cv2.erode((~inside).astype(np.uint8), np.ones((3, 3), np.uint8), iterations=2) > 0
     nan = float("nan")
     out = dict.fromkeys((st.name for st in STATISTICS if not st.per_frame), nan)
     if outside.mean() >= MIN_OUTSIDE:
-        values = grey[outside].astype(np.float32) / 255.0
-        out["outside_grey"] = float(values.mean())
-        out["outside_grey_p10"], out["outside_grey_p90"] = (float(v) for v in np.percentile(values, (10, 90)))
-        laplace = np.abs(cv2.Laplacian(grey.astype(np.float32) / 255.0, cv2.CV_32F, ksize=3))
-        out["outside_texture"] = float(laplace[outside].mean())
+        out.update(_grey_statistics(grey, outside, "outside"))
     area = float(inside.mean())
     out["aoi_area"] = area
     if area > 0:
@@ -165,6 +192,9 @@ def build_profile(classify: Callable[[list[np.ndarray]], dict[str, np.ndarray]],
     features: list[np.ndarray] = []
     histogram = np.zeros(16, np.float64)
     pending: list[tuple[np.ndarray, np.ndarray]] = []
+    thumbnails: list[np.ndarray] = []
+    near_aoi = np.zeros((BACKGROUND_SIZE, BACKGROUND_SIZE), np.float64)  # frames whose AOI came within the margin
+    margin = np.ones((2 * int(REGION_MARGIN * BACKGROUND_SIZE) + 1,) * 2, np.uint8)
 
     def flush() -> None:
         outputs = classify([im for im, _ in pending])
@@ -176,9 +206,12 @@ def build_profile(classify: Callable[[list[np.ndarray]], dict[str, np.ndarray]],
             for name, v in frame_statistics(image, aoi, None if heat is None else heat[k]).items():
                 values[name].append(v)
             s = ANALYSIS_SIZE
-            grey = cv2.cvtColor(cv2.resize(image, (s, s), interpolation=cv2.INTER_AREA), cv2.COLOR_RGB2GRAY)
+            grey = _grey(image, s)
             inside = cv2.resize(np.asarray(aoi, np.uint8), (s, s), interpolation=cv2.INTER_NEAREST) > 0
             histogram[:] += np.bincount(grey[~inside] // 16, minlength=16)[:16]
+            small = cv2.resize(np.asarray(aoi, np.uint8), (BACKGROUND_SIZE,) * 2, interpolation=cv2.INTER_NEAREST)
+            near_aoi[:] += cv2.dilate(small, margin) > 0
+            thumbnails.append(_grey(image, BACKGROUND_SIZE))
         pending.clear()
 
     for frame in frames:
@@ -189,6 +222,11 @@ def build_profile(classify: Callable[[list[np.ndarray]], dict[str, np.ndarray]],
         flush()
     if len(values["score"]) < 30:
         raise ProfileError(f"the reference profile needs at least 30 held-out images, found {len(values['score'])}")
+    region = near_aoi <= REGION_TOLERANCE * len(thumbnails)
+    if region.mean() >= MIN_BACKGROUND:
+        for grey in thumbnails:
+            for name, v in _grey_statistics(grey, region, "background").items():
+                values[name].append(v)
     block = None
     if len(features) >= 30:
         block, distances = feature_whitening(np.stack(features))
@@ -196,6 +234,8 @@ def build_profile(classify: Callable[[list[np.ndarray]], dict[str, np.ndarray]],
     stats = {name: summary for name, summary in ((n, _summary(v)) for n, v in values.items()) if summary}
     profile = {"version": PROFILE_VERSION, "images": len(values["score"]), "aoi_source": aoi_source,
                "analysis_size": ANALYSIS_SIZE, "statistics": stats,
+               "background_region": {"size": BACKGROUND_SIZE, "share": round(float(region.mean()), 4),
+                                     "cells": base64.b64encode(np.packbits(region).tobytes()).decode()},
                "outside_histogram": [round(float(h), 6) for h in histogram / max(histogram.sum(), 1.0)]}
     return profile, block
 
@@ -223,6 +263,12 @@ def read_profile(raw: dict[str, str], path: str) -> tuple[dict[str, Any], dict[s
             if name not in BY_NAME or len(summary["quantiles"]) != len(QUANTILES) or summary["n"] < 10 \
                     or not (np.isfinite(summary["mean"]) and summary["std"] > 0):
                 raise ProfileError(f"{path}: reference statistic {name!r} is malformed; re-export the model")
+        cells = profile["background_region"]
+        bits = np.unpackbits(np.frombuffer(base64.b64decode(cells["cells"]), np.uint8))
+        size = int(cells["size"])
+        if size != BACKGROUND_SIZE or len(bits) < size * size:
+            raise ProfileError(f"{path}: the reference profile's background region is damaged; re-export the model")
+        profile["background_region"] = {**cells, "mask": bits[:size * size].reshape(size, size).astype(bool)}
         if block is not None:
             block = {**block, "mean": _unpack(block["mean"], (block["dims"],)),
                      "whiten": _unpack(block["whiten"], (block["directions"], block["dims"]))}
@@ -329,11 +375,23 @@ class Monitor:
     def features_distance(self, features: np.ndarray) -> np.ndarray:
         return _feature_distance(features, self.block["mean"], self.block["whiten"])
 
-    def observe_frame(self, frame: int, source: str, score: float, features: np.ndarray | None) -> list[Alarm]:
+    @property
+    def background_region(self) -> np.ndarray | None:
+        """The background region where the every-frame scene statistics are watched (None where
+        the reference parts leave too little of the frame)."""
+        return self.profile["background_region"]["mask"] if "background_grey" in self.windows else None
+
+    def observe_frame(self, frame: int, source: str, score: float, features: np.ndarray | None,
+                      image: np.ndarray | None = None) -> list[Alarm]:
+        """The every-frame statistics of a judged frame (the background ones where `image` is given)."""
         self.frames += 1
         new = self._add("score", frame, source, score)
         if features is not None and "feature_distance" in self.windows:
             new += self._add("feature_distance", frame, source, float(self.features_distance(features[None])[0]))
+        region = self.background_region
+        if image is not None and region is not None:
+            for name, value in background_statistics(image, region).items():
+                new += self._add(name, frame, source, value)
         return new
 
     def observe_sample(self, frame: int, source: str, values: dict[str, float]) -> list[Alarm]:

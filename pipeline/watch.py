@@ -68,7 +68,7 @@ class Watcher:
               features: np.ndarray | None) -> None:
         """One judged frame: its per-frame statistics now, and maybe a sample for the watch thread."""
         with self.lock:
-            self.pending += self.monitor.observe_frame(index, source, score, features)
+            self.pending += self.monitor.observe_frame(index, source, score, features, image)
         if index % self.every:
             return
         self.offered += 1

@@ -3,6 +3,7 @@ the exported model, and `ceod inspect --watch` on synthetic streams that change 
 
 from __future__ import annotations
 
+import base64
 import json
 
 import numpy as np
@@ -21,8 +22,11 @@ def _profile(rng: np.random.Generator, n: int = 400) -> dict:
     stats = {"score": _reference(rng.beta(0.5, 0.5, n))}
     for name in ("outside_grey", "aoi_area", "aoi_cx", "evidence_outside"):
         stats[name] = _reference(rng.normal(0.5, 0.05, n))
+    region = np.zeros((64, 64), bool)
+    region[:8] = True
     return {"version": 1, "images": n, "aoi_source": "test", "analysis_size": 128, "statistics": stats,
-            "outside_histogram": [1 / 16] * 16}
+            "outside_histogram": [1 / 16] * 16,
+            "background_region": {"size": 64, "share": 0.125, "cells": base64.b64encode(np.packbits(region)).decode()}}
 
 
 def test_window_test_separates_same_from_shifted():
@@ -103,6 +107,7 @@ def test_profile_round_trip_and_damaged_profiles_are_refused():
     raw = {f"ceod.{k}": v for k, v in to_props(profile, None).items()}
     back, block = read_profile(raw, "m.onnx")
     assert back["statistics"]["score"]["n"] == 400 and block is None
+    assert back["background_region"]["mask"].shape == (64, 64) and back["background_region"]["mask"][:8].all()
     with pytest.raises(ProfileError, match="no reference profile"):
         read_profile({}, "m.onnx")
     broken = json.loads(raw["ceod.reference_profile"])
@@ -116,17 +121,26 @@ def test_profile_round_trip_and_damaged_profiles_are_refused():
 # ---------------------------------------------------------------- end to end on the synthetic line
 
 @pytest.fixture(scope="module")
-def watched(tiny_classifier_run, exported, tmp_path_factory) -> dict:
+def watched(tiny_dataset, tiny_classifier_run, tmp_path_factory) -> dict:
     """The tiny classifier exported with heatmap, features and a reference profile measured with
-    the exported segmenter on a validation split of 60 images."""
+    an exported segmenter (trained long enough to leave the frame's corners out of every AOI) on
+    a validation split of 60 images."""
+    from ceod.config import load_config
     from ceod.export.onnx_export import export_run
+    from ceod.segmenter.config import SegmenterConfig
+    from ceod.segmenter.train import train_segmenter
     from ceod.synth import config_for, synthesize
     root = tmp_path_factory.mktemp("watch")
+    cfg = load_config(SegmenterConfig, None, "segmenter.yaml", {
+        "input_size": 64, "train.epochs": 4, "train.batch_size": 16, "model.encoder_depth": 3,
+        "model.decoder_channels": [32, 16, 8]})
+    train_segmenter(cfg, tiny_dataset, root / "seg", seed=0, progress=False)
+    export_run(root / "seg", root / "segmenter.onnx")
     data = root / "ref"
     synthesize(data, config_for("tiny", overrides={"counts": {"train": 8, "val": 60}}), seed=5, progress=False)
     report = export_run(tiny_classifier_run, root / "watched.onnx", heatmap=True, features=True, data=data,
-                        segmenter=exported["segmenter"])
-    return {"root": root, "model": root / "watched.onnx", "segmenter": exported["segmenter"], "report": report}
+                        segmenter=root / "segmenter.onnx")
+    return {"root": root, "model": root / "watched.onnx", "segmenter": root / "segmenter.onnx", "report": report}
 
 
 def _stream(root, change: str, frames: int = 400, at: int = 150):
@@ -154,7 +168,10 @@ def test_export_stores_a_profile_the_runtime_reads(watched):
     assert model.info.outputs == ("logits", "heatmap", "features")
     profile, block = read_profile(model.info.raw, "watched.onnx")
     assert profile["images"] == 60 and profile["aoi_source"].startswith("segmenter")
-    assert {"score", "feature_distance", "outside_grey", "aoi_area", "evidence_outside"} <= set(profile["statistics"])
+    assert {"score", "feature_distance", "outside_grey", "aoi_area", "evidence_outside",
+            "background_grey"} <= set(profile["statistics"])
+    region = profile["background_region"]["mask"]
+    assert 0.05 <= region.mean() < 0.8 and region[0, 0] and not region[32, 32]  # corners, never the centre
     assert block["whiten"].shape[1] == model.run_tensor(np.zeros((1, 3, 64, 64), np.float32))["features"].shape[1]
 
 
@@ -196,3 +213,28 @@ def test_watch_refuses_a_model_without_profile_and_a_foreign_report_folder(watch
     assert (folder / "notes.txt").read_text() == "keep"
     with pytest.raises(CeodError, match="segmenter"):
         Inspector(watched["model"], "cpu", watch=watched["model"])
+
+
+def test_inspect_watch_cli_runs_without_torch(watched, tmp_path):
+    import subprocess
+    import sys
+    import textwrap
+    stream = _stream(watched["root"], "none")
+    script = textwrap.dedent(f"""
+        import sys, importlib.abc
+        BLOCK = ("torch", "torchvision", "segmentation_models_pytorch", "albumentations", "timm", "matplotlib")
+        class Blocker(importlib.abc.MetaPathFinder):
+            def find_spec(self, name, path, target=None):
+                if name.split(".")[0] in BLOCK:
+                    raise ImportError(f"{{name}} is not installed on a line PC")
+        sys.meta_path.insert(0, Blocker())
+        from ceod.pipeline.cli import main
+        rc = main(["inspect", "--model", r"{watched['model']}", "--source", r"{stream / 'frames'}",
+                   "--log", r"{tmp_path / 'log.csv'}", "--watch", r"{watched['segmenter']}", "--quiet"])
+        assert "torch" not in sys.modules
+        sys.exit(rc)
+    """)
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "log_watch" / "watch.json").is_file() and "drift watch report" in r.stderr
+    assert len((tmp_path / "log.csv").read_text().splitlines()) == 1 + 400
