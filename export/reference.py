@@ -13,7 +13,7 @@ from ceod.contract import class_names
 from ceod.dataset import read_manifest, train_val
 from ceod.errors import CeodError
 from ceod.export.runtime import OnnxModel, classify
-from ceod.export.watch import build_profile, to_props
+from ceod.export.watch import backs_a_verdict, build_profile, to_props
 from ceod.imageio import ImageDecodeError, read_image, read_mask
 
 
@@ -48,8 +48,8 @@ def reference_profile(payload: dict[str, Any], model_path: Path, data: str | Pat
 
     def outputs(images: list[np.ndarray]) -> dict[str, np.ndarray]:
         raw = model.run(images)
-        scores, _ = classify(model, raw)
-        out = {"score": scores}
+        scores, verdicts = classify(model, raw)
+        out = {"score": scores, "judged": backs_a_verdict(model.info.class_names, verdicts)}
         if "heatmap" in raw:
             out["heatmap"] = raw["heatmap"][:, 0]
         if "features" in raw:

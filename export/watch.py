@@ -9,18 +9,22 @@ Statistics and what an alarm on each means (`KINDS`):
   its pooled features from the reference mean, over the reference's top principal directions);
 - every frame, from the image alone: grey level (mean, 10th and 90th percentile) and texture in
   the background region, the part of the frame no reference AOI came near (where that region is
-  at least 5 % of the frame; a part that fills the frame leaves it to the sampled statistics);
+  at least 5 % of the frame; a part that fills the frame leaves it to the sampled statistics),
+  and, with `--heatmap`, the share of the heatmap's mass in that region on defect verdicts;
 - on sampled frames, with the segmenter's AOI: the grey level outside the AOI (mean, 10th and 90th
   percentile), its texture (mean |Laplacian|), the AOI's area and centroid, and, where the model
-  was exported with `--heatmap`, the share of the heatmap's mass outside the AOI.
+  was exported with `--heatmap`, the share of the heatmap's mass outside the AOI on defect
+  verdicts (the heatmap is the defect class's; K-class models: the predicted class's, every frame).
 
 The test (`Monitor`): each statistic keeps a window of its last values; when the window is full,
 and at every new value after that, the window is compared with the reference by a z-test on its
 mean and a Kolmogorov-Smirnov test on its distribution (two-sided; one-sided upwards for the
-evidence share and the feature distance), p = 2 min(p_z, p_KS). An alarm needs p below
+evidence shares and the feature distance), p = 2 min(p_z, p_KS). An alarm needs p below
 alpha / (statistics x evaluations per 10,000 frames): Bonferroni over every test a 10,000-frame
 stretch makes, so in-distribution frames raise a false alarm in at most `alpha` of such
-stretches (conservative: overlapping windows are correlated). An alarm clears when p rises
+stretches (conservative: overlapping windows are correlated). It also needs the change to
+matter: the window mean moved by the statistic's `min_effect` (5 grey levels, 2 % of the frame,
+5 % of the heatmap's mass ...) or its distribution by KS D >= 0.25. An alarm clears when p rises
 above 0.01; it is reported once per episode, with the frame it most likely started at.
 """
 
@@ -63,27 +67,38 @@ KINDS: dict[str, str] = {
 class Statistic:
     name: str
     kind: str
-    per_frame: bool  # every frame (classifier outputs) or sampled frames (segmenter)
+    per_frame: bool  # every frame (classifier outputs, background region) or sampled frames (segmenter)
     upward: bool  # only an increase is drift
     window: int  # values in the rolling window
     unit: str
+    # the smallest change worth an alarm, in the statistic's units (or relative to the reference
+    # mean where `relative`): a shift can be certain and still too small to matter
+    min_effect: float
+    relative: bool = False
+
+    def material(self, reference_mean: float, window_mean: float, ks_d: float) -> bool:
+        """Large enough to report: the mean moved by min_effect, or the distribution by KS D >= 0.25."""
+        floor = self.min_effect * abs(reference_mean) if self.relative else self.min_effect
+        return abs(window_mean - reference_mean) >= floor or ks_d >= MATERIAL_KS_D
 
 
+MATERIAL_KS_D = 0.25
 STATISTICS: tuple[Statistic, ...] = (
-    Statistic("score", "score", True, False, 200, "probability"),
-    Statistic("feature_distance", "features", True, True, 100, "whitened distance"),
-    Statistic("background_grey", "scene", True, False, 100, "grey level / 255"),
-    Statistic("background_grey_p10", "scene", True, False, 100, "grey level / 255"),
-    Statistic("background_grey_p90", "scene", True, False, 100, "grey level / 255"),
-    Statistic("background_texture", "scene", True, False, 100, "mean |Laplacian|"),
-    Statistic("outside_grey", "scene", False, False, 32, "grey level / 255"),
-    Statistic("outside_grey_p10", "scene", False, False, 32, "grey level / 255"),
-    Statistic("outside_grey_p90", "scene", False, False, 32, "grey level / 255"),
-    Statistic("outside_texture", "scene", False, False, 32, "mean |Laplacian|"),
-    Statistic("aoi_area", "aoi", False, False, 32, "share of the frame"),
-    Statistic("aoi_cx", "aoi", False, False, 32, "share of the width"),
-    Statistic("aoi_cy", "aoi", False, False, 32, "share of the height"),
-    Statistic("evidence_outside", "evidence", False, True, 32, "share of heatmap mass"),
+    Statistic("score", "score", True, False, 200, "probability", 0.05),
+    Statistic("feature_distance", "features", True, True, 100, "whitened distance", 0.25, relative=True),
+    Statistic("background_grey", "scene", True, False, 100, "grey level / 255", 0.02),
+    Statistic("background_grey_p10", "scene", True, False, 100, "grey level / 255", 0.02),
+    Statistic("background_grey_p90", "scene", True, False, 100, "grey level / 255", 0.02),
+    Statistic("background_texture", "scene", True, False, 100, "mean |Laplacian|", 0.1, relative=True),
+    Statistic("outside_grey", "scene", False, False, 32, "grey level / 255", 0.02),
+    Statistic("outside_grey_p10", "scene", False, False, 32, "grey level / 255", 0.02),
+    Statistic("outside_grey_p90", "scene", False, False, 32, "grey level / 255", 0.02),
+    Statistic("outside_texture", "scene", False, False, 32, "mean |Laplacian|", 0.1, relative=True),
+    Statistic("aoi_area", "aoi", False, False, 32, "share of the frame", 0.02),
+    Statistic("aoi_cx", "aoi", False, False, 32, "share of the width", 0.02),
+    Statistic("aoi_cy", "aoi", False, False, 32, "share of the height", 0.02),
+    Statistic("evidence_outside", "evidence", False, True, 32, "share of heatmap mass", 0.05),
+    Statistic("evidence_background", "evidence", True, True, 100, "share of heatmap mass", 0.05),
 )
 BY_NAME = {s.name: s for s in STATISTICS}
 
@@ -114,6 +129,17 @@ def background_statistics(image: np.ndarray, region: np.ndarray) -> dict[str, fl
     return _grey_statistics(_grey(image, BACKGROUND_SIZE), region, "background")
 
 
+def heat_share(heatmap: np.ndarray, region: np.ndarray) -> float:
+    """The share of a heatmap's (ReLU'd) mass that lies in a region (bool mask, any size); NaN for
+    an all-zero map."""
+    heat = np.clip(np.asarray(heatmap, np.float32), 0, None)
+    total = float(heat.sum())
+    if not (total > 1e-12 and np.isfinite(total)):
+        return float("nan")
+    cover = cv2.resize(region.astype(np.float32), heat.shape[::-1], interpolation=cv2.INTER_AREA)
+    return float((heat * cover).sum() / total)
+
+
 def frame_statistics(image: np.ndarray, aoi: np.ndarray, heatmap: np.ndarray | None) -> dict[str, float]:
     """The sampled-frame statistics of one RGB uint8 frame, its AOI (bool or 0/1, any size) and,
     where the model exports one, its heatmap [h,w]. NaN where a statistic does not exist (no
@@ -133,12 +159,17 @@ def frame_statistics(image: np.ndarray, aoi: np.ndarray, heatmap: np.ndarray | N
         ys, xs = np.nonzero(inside)
         out["aoi_cx"], out["aoi_cy"] = float(xs.mean() + 0.5) / s, float(ys.mean() + 0.5) / s
     if heatmap is not None:
-        heat = np.clip(np.asarray(heatmap, np.float32), 0, None)
-        total = float(heat.sum())
-        if total > 1e-12 and np.isfinite(total):
-            share = cv2.resize(inside.astype(np.float32), heat.shape[::-1], interpolation=cv2.INTER_AREA)
-            out["evidence_outside"] = float((heat * (1.0 - share)).sum() / total)
+        out["evidence_outside"] = heat_share(heatmap, ~inside)
     return out
+
+
+def backs_a_verdict(class_names: tuple[str, ...], verdicts: np.ndarray) -> np.ndarray:
+    """Which frames' heatmaps speak for their verdict: the defect verdicts of an ok/def model
+    (its heatmap is the defect class's), every frame of a K-class one (the predicted class's)."""
+    from ceod.classes import is_anomaly
+    if not is_anomaly(class_names):
+        return np.ones(len(verdicts), bool)
+    return np.asarray(verdicts) == 1
 
 
 # ---------------------------------------------------------------- the reference profile
@@ -186,13 +217,14 @@ def build_profile(classify: Callable[[list[np.ndarray]], dict[str, np.ndarray]],
                   frames: Iterable[tuple[np.ndarray, np.ndarray]], aoi_source: str, batch: int = 16
                   ) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """The reference profile from held-out frames (RGB uint8 image, AOI mask) and a function that
-    returns the classifier's outputs (`score`, optionally `heatmap` [N,h,w] and `features` [N,C])
-    for a list of images. Returns the profile and the feature block (None without features)."""
+    returns the classifier's outputs (`score`, optionally `heatmap` [N,h,w], `features` [N,C] and
+    `judged` [N] bool: the frames whose heatmap backs a defect verdict) for a list of images. Returns the profile and the feature block (None without features)."""
     values: dict[str, list[float]] = {s.name: [] for s in STATISTICS}
     features: list[np.ndarray] = []
     histogram = np.zeros(16, np.float64)
     pending: list[tuple[np.ndarray, np.ndarray]] = []
     thumbnails: list[np.ndarray] = []
+    heatmaps: list[np.ndarray] = []
     near_aoi = np.zeros((BACKGROUND_SIZE, BACKGROUND_SIZE), np.float64)  # frames whose AOI came within the margin
     margin = np.ones((2 * int(REGION_MARGIN * BACKGROUND_SIZE) + 1,) * 2, np.uint8)
 
@@ -202,9 +234,13 @@ def build_profile(classify: Callable[[list[np.ndarray]], dict[str, np.ndarray]],
         if "features" in outputs:
             features.extend(np.asarray(outputs["features"], np.float32))
         heat = outputs.get("heatmap")
+        judged = outputs.get("judged", np.ones(len(pending), bool))
         for k, (image, aoi) in enumerate(pending):
-            for name, v in frame_statistics(image, aoi, None if heat is None else heat[k]).items():
+            evidence = heat[k] if heat is not None and judged[k] else None
+            for name, v in frame_statistics(image, aoi, evidence).items():
                 values[name].append(v)
+            if evidence is not None:
+                heatmaps.append(evidence)
             s = ANALYSIS_SIZE
             grey = _grey(image, s)
             inside = cv2.resize(np.asarray(aoi, np.uint8), (s, s), interpolation=cv2.INTER_NEAREST) > 0
@@ -227,6 +263,7 @@ def build_profile(classify: Callable[[list[np.ndarray]], dict[str, np.ndarray]],
         for grey in thumbnails:
             for name, v in _grey_statistics(grey, region, "background").items():
                 values[name].append(v)
+        values["evidence_background"] = [heat_share(h, region) for h in heatmaps]
     block = None
     if len(features) >= 30:
         block, distances = feature_whitening(np.stack(features))
@@ -290,6 +327,17 @@ def kolmogorov_p(d: float, n: float, one_sided: bool = False) -> float:
     return float(min(1.0, max(0.0, 2.0 * total)))
 
 
+def _reference_cdf(ref: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """The reference CDF from its stored quantiles, right-continuous where quantiles tie (a
+    statistic that is often exactly 0 has many equal quantiles); cached in the summary."""
+    if "_cdf" not in ref:
+        q = np.asarray(ref["quantiles"], np.float64)
+        values = np.unique(q)
+        levels = np.array([QUANTILES[q <= v].max() for v in values])
+        ref["_cdf"] = (values, levels)
+    return ref["_cdf"]
+
+
 def window_test(window: np.ndarray, ref: dict[str, Any], upward: bool) -> dict[str, float]:
     """The z-test on the window's mean and the KS test on its distribution against a reference
     summary; p = 2 min(p_z, p_KS)."""
@@ -297,13 +345,20 @@ def window_test(window: np.ndarray, ref: dict[str, Any], upward: bool) -> dict[s
     n_w, n_r = len(w), int(ref["n"])
     z = (float(w.mean()) - ref["mean"]) / (ref["std"] * math.sqrt(1.0 / n_w + 1.0 / n_r))
     p_z = 0.5 * math.erfc(z / math.sqrt(2)) if upward else math.erfc(abs(z) / math.sqrt(2))
-    # the reference CDF at the window's values, from its stored quantiles (ties spread evenly)
-    q = np.asarray(ref["quantiles"])
-    f_ref = np.interp(w, q, QUANTILES, left=0.0, right=1.0)
-    upper = np.arange(1, n_w + 1) / n_w
-    lower = np.arange(0, n_w) / n_w
-    d_up = float(max(0.0, (f_ref - lower).max()))  # window sits to the right of the reference
-    d = max(d_up, float((upper - f_ref).max()))
+    values, levels = _reference_cdf(ref)
+    # both CDFs compared at every value either side holds, right limit with right limit and left
+    # with left (so tied values, a statistic that is often exactly 0, compare as steps)
+    points = np.union1d(values, w)
+    f_ref = np.interp(points, values, levels, left=0.0, right=1.0)
+    f_ref[points < values[0]] = 0.0
+    f_ref_left = f_ref.copy()
+    at = np.searchsorted(values, points)
+    exact = (at < len(values)) & (values[np.minimum(at, len(values) - 1)] == points)
+    f_ref_left[exact] = np.where(at[exact] > 0, levels[np.maximum(at[exact] - 1, 0)], 0.0)
+    f_win = np.searchsorted(w, points, side="right") / n_w
+    f_win_left = np.searchsorted(w, points, side="left") / n_w
+    d_up = float(max(0.0, (f_ref - f_win).max(), (f_ref_left - f_win_left).max()))  # window to the right
+    d = max(d_up, float((f_win - f_ref).max()), float((f_win_left - f_ref_left).max()))
     n_eff = n_w * n_r / (n_w + n_r)
     p_ks = kolmogorov_p(d_up, n_eff, one_sided=True) if upward else kolmogorov_p(d, n_eff)
     return {"z": z, "ks_d": d_up if upward else d, "p": min(1.0, 2.0 * min(p_z, p_ks))}
@@ -382,8 +437,9 @@ class Monitor:
         return self.profile["background_region"]["mask"] if "background_grey" in self.windows else None
 
     def observe_frame(self, frame: int, source: str, score: float, features: np.ndarray | None,
-                      image: np.ndarray | None = None) -> list[Alarm]:
-        """The every-frame statistics of a judged frame (the background ones where `image` is given)."""
+                      image: np.ndarray | None = None, evidence: np.ndarray | None = None) -> list[Alarm]:
+        """The every-frame statistics of a judged frame: the background ones where `image` is
+        given, the evidence one where `evidence` (the heatmap behind a defect verdict) is."""
         self.frames += 1
         new = self._add("score", frame, source, score)
         if features is not None and "feature_distance" in self.windows:
@@ -392,6 +448,8 @@ class Monitor:
         if image is not None and region is not None:
             for name, value in background_statistics(image, region).items():
                 new += self._add(name, frame, source, value)
+        if evidence is not None and region is not None:
+            new += self._add("evidence_background", frame, source, heat_share(evidence, region))
         return new
 
     def observe_sample(self, frame: int, source: str, values: dict[str, float]) -> list[Alarm]:
@@ -421,7 +479,7 @@ class Monitor:
             if result["p"] > self.CLEAR_P:
                 self.active.pop(name).cleared_frame = frame
             return []
-        if result["p"] >= self.level[name]:
+        if result["p"] >= self.level[name] or not st.material(ref["mean"], float(values.mean()), result["ks_d"]):
             return []
         start = change_start(values, ref["mean"], ref["std"])
         alarm = Alarm(name, st.kind, frame, int(window[start][0]), source, ref["mean"], float(values.mean()),
@@ -442,12 +500,14 @@ class Monitor:
             ref = self.profile["statistics"][st.name]
             values = [v for _, v in self.windows[st.name]]
             stats[st.name] = {"kind": st.kind, "unit": st.unit, "per": "frame" if st.per_frame else "sample",
+                              "min_effect": f"{st.min_effect:g}" + (" x reference mean" if st.relative else ""),
                               "window": st.window, "alarm_level_p": self.level[st.name],
                               "reference_mean": ref["mean"], "reference_std": ref["std"],
                               "values": self.counts[st.name],
                               "last_window_mean": float(np.mean(values)) if values else None}
         return {"test": "window z-test on the mean and Kolmogorov-Smirnov on the distribution, p = 2 min; "
-                        "alarm when p < alpha / (statistics x evaluations per 10,000 frames); clears at p > 0.01",
+                        "alarm when p < alpha / (statistics x evaluations per 10,000 frames) and the mean moved by "
+                        f"min_effect or KS D >= {MATERIAL_KS_D}; clears at p > 0.01",
                 "alpha_per_10000_frames": self.alpha, "frames": self.frames, "samples": self.samples,
                 "kinds": KINDS, "statistics": stats,
                 "alarms": [{**a.__dict__, "meaning": KINDS[a.kind]} for a in self.alarms],

@@ -498,7 +498,7 @@ class Inspector:
                 if overlay_dir is not None and not self._overlay(overlay_dir, summary.records, it, record, heat):
                     summary.overlay_failures += 1
                 if self.watcher is not None:
-                    self.watcher.frame(summary.records, it.source, it.image, score, heat, feats)
+                    self.watcher.frame(summary.records, it.source, it.image, score, verdict, heat, feats)
             else:
                 record = {"time": stamp, "source": it.source, "verdict": None, "score": None,
                           "latency_ms": round(latency, 3), "status": "error", "reason": it.error or failure,

@@ -22,7 +22,8 @@ import numpy as np
 
 from ceod.errors import CeodError
 from ceod.export.runtime import OnnxModel
-from ceod.export.watch import BY_NAME, KINDS, QUANTILES, Alarm, Monitor, frame_statistics, read_profile
+from ceod.export.watch import (BY_NAME, KINDS, QUANTILES, Alarm, Monitor, backs_a_verdict, frame_statistics,
+                               read_profile)
 
 REPORT_FILES = ("watch.json", "watch.html")
 
@@ -49,9 +50,11 @@ class Watcher:
                  alpha: float = 0.01, queue_size: int = 4) -> None:
         profile, block = read_profile(model.info.raw, str(model.path))
         self.segmenter = segmenter
+        self.classes = model.info.class_names
         self.monitor = Monitor(profile, block, alpha, sample_every=every)
         self.unwatched = [f"{name}: the model has no {output} output (export it with --{output})"
-                          for name, output in (("evidence_outside", "heatmap"), ("feature_distance", "features"))
+                          for name, output in (("evidence_outside and evidence_background", "heatmap"),
+                                               ("feature_distance", "features"))
                           if output not in model.info.outputs]
         self.every, self.budget = every, budget
         self.lock = threading.Lock()
@@ -64,11 +67,14 @@ class Watcher:
         self.thread = threading.Thread(target=self._work, daemon=True, name="ceod-watch")
         self.thread.start()
 
-    def frame(self, index: int, source: str, image: np.ndarray, score: float, heatmap: np.ndarray | None,
-              features: np.ndarray | None) -> None:
-        """One judged frame: its per-frame statistics now, and maybe a sample for the watch thread."""
+    def frame(self, index: int, source: str, image: np.ndarray, score: float, verdict: int,
+              heatmap: np.ndarray | None, features: np.ndarray | None) -> None:
+        """One judged frame: its per-frame statistics now, and maybe a sample for the watch thread.
+        The heatmap counts as evidence only where it backs the verdict (`backs_a_verdict`)."""
+        if heatmap is not None and not backs_a_verdict(self.classes, np.array([verdict]))[0]:
+            heatmap = None
         with self.lock:
-            self.pending += self.monitor.observe_frame(index, source, score, features, image)
+            self.pending += self.monitor.observe_frame(index, source, score, features, image, heatmap)
         if index % self.every:
             return
         self.offered += 1
