@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from ceod.config import ConfigError, check_choice
-from ceod.schema import DataConfig, TrainConfig
-from ceod.weights import PACKAGED, PACKAGED_MEAN, PACKAGED_STD
+from ceod.contracts.config import ConfigError, check_choice
+from ceod.contracts.schema import DataConfig, TrainConfig
+from ceod.training.weights import PACKAGED, PACKAGED_MEAN, PACKAGED_STD
 
 
 @dataclass

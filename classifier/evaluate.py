@@ -7,13 +7,14 @@ from typing import Any
 
 import numpy as np
 
-from ceod.classes import decide, is_anomaly
-from ceod.contract import class_names
-from ceod.dataset import LoadedSplit, load_split, read_manifest
-from ceod.errors import CeodError
-from ceod.metrics import classification_metrics, csv_safe, nanmean
-from ceod.transforms import flat_background, swap_background
-from ceod.overlay import draw_overlay, grid, save_rgb
+from ceod.contracts.classes import decide, is_anomaly
+from ceod.contracts.model import class_names
+from ceod.data.loading import LoadedSplit, load_split
+from ceod.data.manifest import read_manifest
+from ceod.contracts.errors import CeodError
+from ceod.contracts.metrics import classification_metrics, csv_safe, nanmean
+from ceod.training.transforms import flat_background, swap_background
+from ceod.data.overlay import draw_overlay, grid, save_rgb
 from ceod.classifier.inference import aoi_attention, load_classifier, predict
 
 REPLACEMENTS = ("swap", "swap_flat", "shift", "grey", "noise")
@@ -84,7 +85,7 @@ def replace_outside(data: LoadedSplit, how: str, seed: int = 0) -> np.ndarray:
 
     swap:  the background of an image of the other class with its part removed: the rendered
            part-free scene where the dataset has one (synthetic line), else the part inpainted
-           (`ceod.transforms.clean_background`);
+           (`ceod.training.transforms.clean_background`);
     swap_flat: the same donors, their part filled with their mean background colour (the first
            audit: a flat part-shaped silhouette borders the AOI; kept to compare old and new);
     shift: the background's grey level moved to the mean background level of another class

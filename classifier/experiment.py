@@ -17,11 +17,12 @@ from typing import Any
 
 import numpy as np
 
-from ceod.config import apply_overrides, from_dict, load_config, to_dict
-from ceod.dataset import load_split, read_manifest
-from ceod.contract import class_names
-from ceod.errors import CeodError
-from ceod.transforms import BACKGROUND_SWAP
+from ceod.contracts.config import apply_overrides, from_dict, load_config, to_dict
+from ceod.data.loading import load_split
+from ceod.data.manifest import read_manifest
+from ceod.contracts.model import class_names
+from ceod.contracts.errors import CeodError
+from ceod.training.transforms import BACKGROUND_SWAP
 from ceod.classifier.config import ClassifierConfig
 from ceod.classifier.evaluate import REPLACEMENTS, audit, evaluate
 from ceod.classifier.inference import load_classifier
@@ -168,7 +169,7 @@ def make_folds(source: Path, out: Path, k: int = 3, seed: int = 0) -> Path:
     label mix kept per fold (sklearn's StratifiedGroupKFold). Rows whose AOI was flagged are left out."""
     from sklearn.model_selection import StratifiedGroupKFold
 
-    from ceod.dataset import derive_dataset, read_rows
+    from ceod.data.manifest import derive_dataset, read_rows
 
     if (out / "manifest.csv").is_file():
         return out
@@ -238,7 +239,7 @@ def _with_best_threshold(spec: DatasetSpec, run: Path, seed: int, splits: dict[s
 def validation_audit(spec: DatasetSpec, run: Path, seed: int) -> dict[str, float]:
     """Decision flips per replacement on the run's own validation rows (the same carve training
     used): background reliance measured without any test split, for rules that choose."""
-    from ceod.dataset import train_val
+    from ceod.data.splits import train_val
     model, cfg, meta = load_classifier(run)
     manifest = read_manifest(spec.data, spec.split_column_for(seed), classes=class_names(meta))
     _, rows = train_val(manifest, cfg.train_split, cfg.val_split, cfg.val_fraction, None, seed, cfg.max_val_images)
@@ -431,10 +432,10 @@ def run_experiment(out: Path, datasets: list[str], variants: list[str], seeds: l
         if name == "casting-cv":
             make_folds(Path(casting), spec.data, spec.folds)
         if name == "synthetic" and not (spec.data / "manifest.csv").is_file():
-            from ceod.synth import config_for, synthesize
+            from ceod.data.synth import config_for, synthesize
             synthesize(spec.data, config_for("small"), seed=0, progress=False)
         if name.startswith("decoy-mnist") and not (spec.data / "manifest.csv").is_file():
-            from ceod.decoy import synthesize_decoy_mnist
+            from ceod.data.decoy import synthesize_decoy_mnist
             synthesize_decoy_mnist(spec.data, seed=0, progress=False)
         results = [run_one(spec, v, s, out, epochs) for s in seeds for v in variants]
         choices = {}

@@ -8,9 +8,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from ceod.checkpoint import load_checkpoint, load_model
-from ceod.contract import class_names
-from ceod.imageio import normalize
+from ceod.training.checkpoint import load_checkpoint, load_model
+from ceod.contracts.model import class_names
+from ceod.data.imageio import normalize
 from ceod.classifier.config import ClassifierConfig
 from ceod.classifier.gradcam import class_weights, signed_cam, upsample
 from ceod.classifier.model import AnomalyClassifier, build_classifier
@@ -19,7 +19,7 @@ from ceod.classifier.model import AnomalyClassifier, build_classifier
 def load_classifier(run: str | Path | None, payload: dict[str, Any] | None = None
                     ) -> tuple[AnomalyClassifier, ClassifierConfig, dict[str, Any]]:
     """Model (eval mode), its config and checkpoint metadata from a run folder or .pt file (or
-    from a checkpoint already loaded with ceod.checkpoint.load_checkpoint)."""
+    from a checkpoint already loaded with ceod.training.checkpoint.load_checkpoint)."""
     payload = payload if payload is not None else load_checkpoint(run, "classifier")
     classes = class_names(payload["meta"])
     size = int(payload["config"].get("input_size", 128))

@@ -7,8 +7,8 @@ from typing import Callable
 import torch
 from torch import nn
 
-from ceod.config import check_choice
-from ceod.weights import PACKAGED, PACKAGED_BN_EPS, WeightsError, load_packaged
+from ceod.contracts.config import check_choice
+from ceod.training.weights import PACKAGED, PACKAGED_BN_EPS, WeightsError, load_packaged
 from ceod.classifier.config import ClsModelConfig
 
 

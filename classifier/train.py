@@ -9,15 +9,17 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from ceod.classes import is_anomaly
-from ceod.config import ConfigError, to_dict
-from ceod.contract import model_metadata
-from ceod.dataset import Sample, fingerprint, load_train_val, validation_warnings
-from ceod.distributed import DistContext
-from ceod.metrics import calibrate_threshold, classification_metrics, nanmean
-from ceod.torchdata import SplitDataset
-from ceod.training import FitSpec, ensure_writable, fit, make_loader, make_optimizer, seed_everything, write_json
-from ceod.transforms import background_swap_probability, build_augment
+from ceod.contracts.classes import is_anomaly
+from ceod.contracts.config import ConfigError, to_dict
+from ceod.contracts.model import model_metadata
+from ceod.data.manifest import Sample, fingerprint
+from ceod.data.loading import load_train_val
+from ceod.data.splits import validation_warnings
+from ceod.training.distributed import DistContext
+from ceod.contracts.metrics import calibrate_threshold, classification_metrics, nanmean
+from ceod.training.torchdata import SplitDataset
+from ceod.training.loop import FitSpec, ensure_writable, fit, make_loader, make_optimizer, seed_everything, write_json
+from ceod.training.transforms import background_swap_probability, build_augment
 from ceod.classifier.config import ClassifierConfig
 from ceod.classifier.inference import aoi_attention, predict
 from ceod.classifier.loss import ANOMALY_ONLY_TARGETS, CEODLoss

@@ -12,12 +12,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from ceod.checkpoint import load_checkpoint
-from ceod.dataset import load_split, read_manifest
-from ceod.errors import CeodError
-from ceod.classes import decide, is_anomaly
-from ceod.imageio import normalize
-from ceod.contract import class_names, to_onnx_props
+from ceod.training.checkpoint import load_checkpoint
+from ceod.data.loading import load_split
+from ceod.data.manifest import read_manifest
+from ceod.contracts.errors import CeodError
+from ceod.contracts.classes import decide, is_anomaly
+from ceod.data.imageio import normalize
+from ceod.contracts.model import class_names, to_onnx_props
 from ceod.export.runtime import OnnxModel, classify, softmax
 
 FP32_TOL = 1e-3  # max abs logit difference

@@ -9,9 +9,9 @@ from typing import Any
 
 import numpy as np
 
-from ceod.classes import decide, is_anomaly
-from ceod.contract import MetadataError, ModelInfo
-from ceod.imageio import preprocess
+from ceod.contracts.classes import decide, is_anomaly
+from ceod.contracts.model import MetadataError, ModelInfo
+from ceod.data.imageio import preprocess
 
 log = logging.getLogger(__name__)
 

@@ -11,8 +11,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ceod.errors import CeodError
-from ceod.metrics import percentiles_ms
+from ceod.contracts.errors import CeodError
+from ceod.contracts.metrics import percentiles_ms
 from ceod.export.runtime import OnnxModel
 
 
@@ -129,14 +129,14 @@ def training_cost(input_size: int | None = None, batch: int | None = None, iters
     `decoy-mnist` (the DecoyMNIST experiment's 28 px, stride-2 CNN, 10 classes)."""
     import torch
 
-    from ceod.config import load_config
+    from ceod.contracts.config import load_config
     from ceod.classifier.config import ClassifierConfig
     from ceod.classifier.loss import CEODLoss
     from ceod.classifier.model import build_classifier
 
     overrides, classes = _training_preset(preset)
     if backbone:  # another backbone than the preset's; pretrained only where weights ship
-        from ceod.weights import has_packaged_weights
+        from ceod.training.weights import has_packaged_weights
         overrides = {**overrides, "model.backbone": backbone, "model.pretrained": has_packaged_weights(backbone)}
     base = load_config(ClassifierConfig, None, "classifier.yaml", overrides)
     backbone = base.model.backbone

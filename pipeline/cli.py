@@ -12,7 +12,7 @@ from typing import Callable
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
-from ceod.errors import CeodError  # noqa: E402  (torch-free)
+from ceod.contracts.errors import CeodError  # noqa: E402  (torch-free)
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
 SYNTH_KINDS = ("line", "decoy-mnist", "stream")
@@ -35,12 +35,12 @@ def _synth(a: argparse.Namespace) -> int:
                         "(or give only OUT for the synthetic line)")
     a.out = out
     if kind == "decoy-mnist":
-        from ceod.decoy import synthesize_decoy_mnist
+        from ceod.data.decoy import synthesize_decoy_mnist
         summary = synthesize_decoy_mnist(out, a.seed)
         print(f"wrote {summary['images']} DecoyMNIST images to {summary['out']} in {summary['seconds']:.1f} s: "
               + ", ".join(f"{k} {v}" for k, v in summary["counts"].items()))
         return 0
-    from ceod.synth import config_for, synthesize, synthesize_stream
+    from ceod.data.synth import config_for, synthesize, synthesize_stream
     cfg = config_for(a.preset, a.config, {"p_distractor_def": a.p_distractor_def,
                                            "p_distractor_ok": a.p_distractor_ok})
     if kind == "stream":
@@ -56,8 +56,8 @@ def _synth(a: argparse.Namespace) -> int:
 
 @command("data-import")
 def _data_import(a: argparse.Namespace) -> int:
-    from ceod.dataset import check_dataset
-    from ceod.importers import ImportOptions, import_dataset
+    from ceod.data.checks import check_dataset
+    from ceod.data.importers import ImportOptions, import_dataset
     labels = _key_values(a.label, "--label", "FOLDER=LABEL, e.g. ok_front=ok", empty_value=False)
     opt = ImportOptions(labels=labels, split=a.split, default_label=a.default_label,
                         aoi_categories=set(a.aoi_category or []), hole_labels=set(a.hole_label or ["hole"]),
@@ -79,7 +79,7 @@ def _data_import(a: argparse.Namespace) -> int:
 
 @command("data-check")
 def _data_check(a: argparse.Namespace) -> int:
-    from ceod.dataset import check_dataset
+    from ceod.data.checks import check_dataset
     report = check_dataset(a.dataset, split_column=a.split_column)
     print(f"dataset {a.dataset}: {report.rows} rows, split column '{a.split_column}', "
           f"classes {list(report.classes)}")
@@ -110,11 +110,11 @@ def _data_check(a: argparse.Namespace) -> int:
 
 @command("train-segmenter")
 def _train_segmenter(a: argparse.Namespace) -> int:
-    from ceod.config import load_config
-    from ceod.distributed import init_distributed, shutdown
+    from ceod.contracts.config import load_config
+    from ceod.training.distributed import init_distributed, shutdown
     from ceod.segmenter.config import SegmenterConfig
     from ceod.segmenter.train import train_segmenter
-    from ceod.config import parse_sets
+    from ceod.contracts.config import parse_sets
     cfg = load_config(SegmenterConfig, a.config, "segmenter.yaml", {
         "train.epochs": a.epochs, "split_column": a.split_column, "input_size": a.input_size, **parse_sets(a.set)})
     ctx = init_distributed()
@@ -174,7 +174,7 @@ def _filters(items: list[str] | None) -> dict[str, str]:
 
 
 def _classifier_config(a: argparse.Namespace):
-    from ceod.config import load_config, parse_sets
+    from ceod.contracts.config import load_config, parse_sets
     from ceod.classifier.config import ClassifierConfig
     return load_config(ClassifierConfig, a.config, "classifier.yaml", {
         "loss.kind": a.loss, "train.epochs": a.epochs, "split_column": a.split_column,
@@ -183,7 +183,7 @@ def _classifier_config(a: argparse.Namespace):
 
 @command("train-classifier")
 def _train_classifier(a: argparse.Namespace) -> int:
-    from ceod.distributed import init_distributed, shutdown
+    from ceod.training.distributed import init_distributed, shutdown
     from ceod.classifier.train import train_classifier
     from ceod.pipeline.masks import mask_source
     cfg = _classifier_config(a)
@@ -206,7 +206,7 @@ def _train_classifier(a: argparse.Namespace) -> int:
 
 def _print_json(data: dict, path: Path | None = None) -> None:
     """Strict JSON (no NaN or Infinity, which are not JSON): a figure that does not exist is null."""
-    from ceod.metrics import strict_json
+    from ceod.contracts.metrics import strict_json
     text = json.dumps(strict_json(data), indent=2, default=float, allow_nan=False)
     print(text)
     if path is not None:

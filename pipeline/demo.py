@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 
-from ceod.errors import CeodError
+from ceod.contracts.errors import CeodError
 
 TEST_SPLITS = ("test", "test_shift", "test_anti")
 MARKER = ".ceod-demo"  # written into every folder the demo creates; only such a folder is ever cleared
@@ -82,9 +82,10 @@ class Stages:
 
 
 def run_demo(out: str | Path, quick: bool = False, seed: int = 0, variant: str | None = None) -> Path:
-    from ceod.config import from_dict, load_config, to_dict
-    from ceod.dataset import load_split, read_manifest
-    from ceod.synth import config_for, synthesize
+    from ceod.contracts.config import from_dict, load_config, to_dict
+    from ceod.data.loading import load_split
+    from ceod.data.manifest import read_manifest
+    from ceod.data.synth import config_for, synthesize
     from ceod.classifier.config import ClassifierConfig
     from ceod.classifier.evaluate import REPLACEMENTS, audit, evaluate
     from ceod.classifier.experiment import VARIANTS, resolve
@@ -216,8 +217,9 @@ def verdict(by_seed: dict[int, dict[str, dict[str, Any]]]) -> str:
 
 def gradcam_comparison(runs: dict[str, Path], data: Path, path: Path, n: int = 8) -> str:
     """The same test_anti images under CE and under CEOD: where does each look?"""
-    from ceod.dataset import load_split, read_manifest
-    from ceod.overlay import draw_overlay, grid, save_rgb
+    from ceod.data.loading import load_split
+    from ceod.data.manifest import read_manifest
+    from ceod.data.overlay import draw_overlay, grid, save_rgb
     from ceod.classifier.inference import load_classifier, predict
 
     manifest = read_manifest(data)
@@ -228,8 +230,8 @@ def gradcam_comparison(runs: dict[str, Path], data: Path, path: Path, n: int = 8
         model, cfg, meta = load_classifier(run)
         loaded = load_split(rows, cfg.input_size, root=data)
         probs, cams = predict(model, loaded.images, cfg.mean, cfg.std, with_cam=True)
-        from ceod.classes import decide
-        from ceod.contract import class_names
+        from ceod.contracts.classes import decide
+        from ceod.contracts.model import class_names
         names = class_names(meta)
         pred = decide(probs, names, meta["threshold"])
         for i in range(len(rows)):

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ceod.dataset import DatasetError, Sample, load_split, read_manifest
+from ceod.data.manifest import DatasetError, Sample, read_manifest
+from ceod.data.loading import load_split
 
 
 def mask_source(spec: str, cache_dir: Path | None = None):

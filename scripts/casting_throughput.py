@@ -33,10 +33,11 @@ def main() -> None:
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
 
-    from ceod.config import load_config
-    from ceod.dataset import load_split, read_manifest
-    from ceod.torchdata import SplitDataset
-    from ceod.transforms import background_swap_probability, build_augment
+    from ceod.contracts.config import load_config
+    from ceod.data.loading import load_split
+    from ceod.data.manifest import read_manifest
+    from ceod.training.torchdata import SplitDataset
+    from ceod.training.transforms import background_swap_probability, build_augment
     from ceod.classifier.config import ClassifierConfig
     from ceod.classifier.loss import CEODLoss
     from ceod.classifier.model import build_classifier

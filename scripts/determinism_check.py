@@ -18,7 +18,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.conftest import tiny_classifier_config  # noqa: E402
 from ceod.classifier.train import train_classifier  # noqa: E402
-from ceod.synth import config_for, synthesize  # noqa: E402
+from ceod.data.synth import config_for, synthesize  # noqa: E402
 
 
 def main() -> None:

@@ -29,9 +29,9 @@ def main() -> None:
     a = ap.parse_args()
 
     from ceod.classifier.inference import load_classifier
-    from ceod.dataset import load_train_val
-    from ceod.imageio import normalize
-    from ceod.metrics import auroc
+    from ceod.data.loading import load_train_val
+    from ceod.data.imageio import normalize
+    from ceod.contracts.metrics import auroc
 
     model, cfg, meta = load_classifier(a.model)
     if a.split_column:

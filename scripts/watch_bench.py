@@ -20,7 +20,7 @@ from pathlib import Path
 
 from ceod.export.onnx_export import export_run
 from ceod.pipeline.inspect import Inspector
-from ceod.synth import config_for, synthesize_stream
+from ceod.data.synth import config_for, synthesize_stream
 
 # Two ways to run the default sampling (every 10th frame): `line-rate`, where the time budget
 # does not bind (a line slower than budget / segmenter time per sample, about 20 frames/s on this

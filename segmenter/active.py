@@ -19,8 +19,10 @@ from typing import Any
 
 import numpy as np
 
-from ceod.config import load_config
-from ceod.dataset import derive_dataset, load_split, read_manifest, read_rows, select
+from ceod.contracts.config import load_config
+from ceod.data.manifest import derive_dataset, read_manifest, read_rows
+from ceod.data.loading import load_split
+from ceod.data.splits import select
 from ceod.segmenter.config import SegmenterConfig
 from ceod.segmenter.evaluate import evaluate_segmenter
 from ceod.segmenter.predict import load_segmenter

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ceod.config import ConfigError
-from ceod.schema import DataConfig, TrainConfig
+from ceod.contracts.config import ConfigError
+from ceod.contracts.schema import DataConfig, TrainConfig
 
 
 @dataclass

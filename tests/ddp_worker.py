@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 
-from ceod.distributed import init_distributed, shutdown  # noqa: E402
+from ceod.training.distributed import init_distributed, shutdown  # noqa: E402
 from ceod.classifier.config import ClsModelConfig, LossConfig  # noqa: E402
 from ceod.classifier.loss import CEODLoss  # noqa: E402
 from ceod.classifier.model import build_classifier  # noqa: E402

@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from ceod.dataset import load_split, read_manifest
-from ceod.transforms import clean_background, flat_background, swap_background
+from ceod.data.loading import load_split
+from ceod.data.manifest import read_manifest
+from ceod.training.transforms import clean_background, flat_background, swap_background
 
 
 def _scene(size: int = 96, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -83,7 +84,7 @@ def test_the_audit_swaps_in_rendered_backgrounds_and_keeps_the_flat_one_for_comp
 
 
 def test_background_swap_in_training_uses_the_part_free_donor(tiny_dataset):
-    from ceod.torchdata import SplitDataset
+    from ceod.training.torchdata import SplitDataset
     data = load_split(read_manifest(tiny_dataset).split("train")[:8], 64, root=tiny_dataset)
     np.random.seed(0)
     ds = SplitDataset(data, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), None, background_swap=1.0)
@@ -129,7 +130,7 @@ def test_grouped_folds_keep_every_family_in_one_test_fold(tmp_path):
 
 
 def test_weight_average_is_the_mean_and_recomputes_batchnorm():
-    from ceod.training import WeightAverage
+    from ceod.training.loop import WeightAverage
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
     average = WeightAverage()
@@ -158,7 +159,7 @@ def test_average_last_keeps_the_averaged_model(tiny_dataset, tmp_path):
     history = json.loads((tmp_path / "avg" / "history.json").read_text())
     assert summary["best_epoch"] == 3 and history[-1]["averaged_epochs"] == 2
     assert [h["epoch"] for h in history] == [0, 1, 2, 3]
-    from ceod.config import ConfigError
+    from ceod.contracts.config import ConfigError
     with pytest.raises(ConfigError, match="train.average_last"):
         tiny_classifier_config(**{"train.average_last": -1})
     # a run shorter than average_last averages every epoch it has
@@ -169,7 +170,7 @@ def test_average_last_keeps_the_averaged_model(tiny_dataset, tmp_path):
 
 
 def test_auroc_ranks_by_log_probabilities_where_softmax_saturates():
-    from ceod.metrics import classification_metrics
+    from ceod.contracts.metrics import classification_metrics
     logits = torch.tensor([[0.0, 30.0], [0.0, 40.0], [0.0, 50.0], [0.0, 60.0]])  # P(def) == 1.0 in float32
     probs = torch.softmax(logits, 1).numpy()
     labels = np.array([0, 0, 1, 1])
@@ -180,7 +181,7 @@ def test_auroc_ranks_by_log_probabilities_where_softmax_saturates():
 
 
 def test_the_papers_form_is_one_option_away():
-    from ceod.config import load_config
+    from ceod.contracts.config import load_config
     from ceod.classifier.config import ClassifierConfig
     default = load_config(ClassifierConfig, None, "classifier.yaml")
     paper = load_config(ClassifierConfig, "paper", "classifier.yaml")

@@ -6,7 +6,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ceod.dataset import load_split, read_manifest
+from ceod.data.loading import load_split
+from ceod.data.manifest import read_manifest
 from ceod.classifier.evaluate import REPLACEMENTS, replace_outside
 
 
@@ -106,6 +107,6 @@ def test_evaluate_writes_every_prediction(cls_run, tiny_dataset, tmp_path):
 
 
 def test_csv_cells_that_a_spreadsheet_would_run_are_text():
-    from ceod.metrics import csv_safe
+    from ceod.contracts.metrics import csv_safe
     assert [csv_safe(v) for v in ("=HYPERLINK(1)", "+1", "-2", "@SUM(A1)", "ok", 0.5)] == [
         "'=HYPERLINK(1)", "'+1", "'-2", "'@SUM(A1)", "ok", 0.5]

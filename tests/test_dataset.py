@@ -6,8 +6,10 @@ import cv2
 import numpy as np
 import pytest
 
-from ceod.dataset import DatasetError, check_dataset, load_split, read_manifest
-from ceod.imageio import read_image
+from ceod.data.manifest import DatasetError, read_manifest
+from ceod.data.checks import check_dataset
+from ceod.data.loading import load_split
+from ceod.data.imageio import read_image
 
 
 def _copy(tiny: Path, tmp: Path) -> Path:
@@ -124,7 +126,7 @@ def _manifest_copy(tiny_dataset, tmp_path):
 
 
 def test_a_byte_order_mark_is_accepted(tiny_dataset, tmp_path):
-    from ceod.dataset import read_manifest
+    from ceod.data.manifest import read_manifest
     ds = _manifest_copy(tiny_dataset, tmp_path)
     text = (ds / "manifest.csv").read_text()
     (ds / "manifest.csv").write_bytes(b"\xef\xbb\xbf" + text.encode())  # as Excel saves "CSV UTF-8"
@@ -136,7 +138,7 @@ def test_a_byte_order_mark_is_accepted(tiny_dataset, tmp_path):
     (b"x" * 200_000 + b",,train,ok\n", "line \\d+: field larger than field limit"),
 ])
 def test_unreadable_manifests_are_one_line(tiny_dataset, tmp_path, payload, message):
-    from ceod.dataset import DatasetError, read_manifest
+    from ceod.data.manifest import DatasetError, read_manifest
     ds = _manifest_copy(tiny_dataset, tmp_path)
     with (ds / "manifest.csv").open("ab") as fh:
         fh.write(payload)
@@ -146,7 +148,7 @@ def test_unreadable_manifests_are_one_line(tiny_dataset, tmp_path, payload, mess
 
 def test_one_image_in_two_splits_names_both_rows(tiny_dataset, tmp_path):
     import csv
-    from ceod.dataset import DatasetError, read_manifest
+    from ceod.data.manifest import DatasetError, read_manifest
     ds = _manifest_copy(tiny_dataset, tmp_path)
     rows = list(csv.DictReader((ds / "manifest.csv").open()))
     train_row = next(i for i, r in enumerate(rows, 1) if r["split"] == "train")
@@ -165,7 +167,7 @@ def test_derived_datasets_keep_every_column(tiny_dataset, tiny_segmenter_run, tm
     """predict-aoi, the grouped folds and the active-learning subsets write datasets derived from
     another one: every column of the source survives, and every path still reaches its file."""
     from ceod.classifier.experiment import make_folds
-    from ceod.dataset import derive_dataset, read_rows
+    from ceod.data.manifest import derive_dataset, read_rows
     from ceod.segmenter.active import _write_subset
     from ceod.segmenter.predict import predict_dataset
     source = read_rows(tiny_dataset)

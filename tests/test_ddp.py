@@ -71,7 +71,7 @@ def test_torchrun_through_the_cli(tiny_dataset, tmp_path, trainer):
     metrics = json.loads((run / "metrics.json").read_text())
     n = metrics["train_images"]
     assert n - 2 * 8 < len(a | b) <= n  # the whole epoch, less at most one dropped batch per rank
-    from ceod.checkpoint import load_checkpoint
+    from ceod.training.checkpoint import load_checkpoint
     kind = "classifier" if trainer == "train-classifier" else "segmenter"
     assert load_checkpoint(run, kind)["ceod"]["kind"] == kind
     r = _torchrun(trainer, *common, "--epochs", "2", "--resume", str(run))

@@ -65,7 +65,7 @@ def test_a_huge_declared_size_is_refused_with_cv2_imported_first(ext, tmp_path):
     path.write_bytes(crafted)
     code = textwrap.dedent(f"""
         import cv2, json  # OpenCV first: its pixel limit is never set from ceod
-        from ceod.imageio import ImageDecodeError, declared_size, read_image
+        from ceod.data.imageio import ImageDecodeError, declared_size, read_image
         size = declared_size(open(r"{path}", "rb").read())
         try:
             read_image(r"{path}")
@@ -81,7 +81,7 @@ def test_a_huge_declared_size_is_refused_with_cv2_imported_first(ext, tmp_path):
 
 
 def test_the_unpatched_files_decode():
-    from ceod.imageio import decode_image, declared_size
+    from ceod.data.imageio import decode_image, declared_size
     for ext in CRAFTED:
         data = _encoded(ext)
         assert declared_size(data) == (64, 48), ext
@@ -89,7 +89,7 @@ def test_the_unpatched_files_decode():
 
 
 def test_a_file_over_the_cap_is_refused_unread(tmp_path, monkeypatch):
-    import ceod.imageio as imageio
+    import ceod.data.imageio as imageio
     path = tmp_path / "big.png"
     path.write_bytes(_encoded(".png"))
     monkeypatch.setattr(imageio, "MAX_FILE_BYTES", 100)  # the cap, not the reader, is what changes
@@ -103,7 +103,7 @@ def test_opencvs_own_refusal_is_an_image_error_not_a_traceback(tmp_path):
     path = tmp_path / "ok.png"
     path.write_bytes(_encoded(".png"))
     code = textwrap.dedent(f"""
-        from ceod.imageio import ImageDecodeError, read_image
+        from ceod.data.imageio import ImageDecodeError, read_image
         try:
             read_image(r"{path}")
             print("decoded")
@@ -118,7 +118,7 @@ def test_opencvs_own_refusal_is_an_image_error_not_a_traceback(tmp_path):
 def test_inspect_and_data_check_name_the_bomb(tmp_path, tiny_dataset):
     import csv
     import shutil
-    from ceod.dataset import check_dataset
+    from ceod.data.checks import check_dataset
     ds = tmp_path / "ds"
     shutil.copytree(tiny_dataset, ds)
     rows = list(csv.DictReader((ds / "manifest.csv").open()))

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from ceod.decoy import PATCH, PER_CLASS, corner_slices, key_grey, load_mnist
+from ceod.data.decoy import PATCH, PER_CLASS, corner_slices, key_grey, load_mnist
 
 
 def _rows(ds):

@@ -47,7 +47,7 @@ def test_report_figures_match_the_run(demo):
 
 
 def test_demo_never_deletes_a_folder_it_did_not_create(tmp_path):
-    from ceod.errors import CeodError
+    from ceod.contracts.errors import CeodError
     from ceod.pipeline.demo import MARKER, prepare_output
     user = tmp_path / "mine"
     user.mkdir()

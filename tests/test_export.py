@@ -3,8 +3,9 @@ import onnx
 import pytest
 import torch
 
-from ceod.checkpoint import load_checkpoint
-from ceod.dataset import load_split, read_manifest
+from ceod.training.checkpoint import load_checkpoint
+from ceod.data.loading import load_split
+from ceod.data.manifest import read_manifest
 from ceod.export.onnx_export import export_run, parity
 from ceod.export.runtime import OnnxModel, RuntimeModelError, create_session
 

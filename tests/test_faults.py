@@ -10,7 +10,9 @@ import cv2
 import numpy as np
 import pytest
 
-from ceod.dataset import DatasetError, check_dataset, load_split, read_manifest
+from ceod.data.manifest import DatasetError, read_manifest
+from ceod.data.checks import check_dataset
+from ceod.data.loading import load_split
 from ceod.pipeline.inspect import Inspector
 
 

@@ -185,7 +185,7 @@ def test_registries_drive_the_config_and_name_the_known_entries():
     """A distance or target is its function plus one registry line: the config accepts it with no
     other change, and an unknown name is a one-line error listing the known ones."""
     from ceod.classifier.loss import DISTANCES, register_distance
-    from ceod.config import ConfigError
+    from ceod.contracts.config import ConfigError
     from tests.conftest import tiny_classifier_config
     for key, known in (("loss.distance", "outside_evidence"), ("loss.target", "sampled"),
                        ("model.backbone", "efficientnet_lite0")):

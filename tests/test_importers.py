@@ -10,8 +10,9 @@ import cv2
 import numpy as np
 import pytest
 
-from ceod.dataset import check_dataset, read_manifest
-from ceod.importers import AnnotationError, ImportOptions, import_dataset
+from ceod.data.checks import check_dataset
+from ceod.data.manifest import read_manifest
+from ceod.data.importers import AnnotationError, ImportOptions, import_dataset
 
 
 def _image(path: Path, h: int = 40, w: int = 60, value: int = 120) -> Path:

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from ceod.metrics import auroc, binary_metrics, calibrate_threshold, iou_dice, nanmean
+from ceod.contracts.metrics import auroc, binary_metrics, calibrate_threshold, iou_dice, nanmean
 
 
 def test_auroc_with_ties_and_degenerate_input():
@@ -55,7 +55,7 @@ def test_sorted_sweep_matches_brute_force(seed, mode):
 
 
 def test_best_threshold_figure_is_reported_beside_the_calibrated_one():
-    from ceod.metrics import binary_metrics
+    from ceod.contracts.metrics import binary_metrics
     scores = np.array([0.1, 0.2, 0.3, 0.6, 0.7, 0.8])
     labels = np.array([0, 0, 0, 1, 1, 1])
     miscalibrated = binary_metrics(scores, labels, threshold=0.75)  # a threshold set elsewhere

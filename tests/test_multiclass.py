@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ceod.classes import ANOMALY_CLASSES, decide, infer_classes
-from ceod.dataset import DatasetError, read_manifest
-from ceod.metrics import classification_metrics, multiclass_metrics
+from ceod.contracts.classes import ANOMALY_CLASSES, decide, infer_classes
+from ceod.data.manifest import DatasetError, read_manifest
+from ceod.contracts.metrics import classification_metrics, multiclass_metrics
 
 
 def test_infer_classes_keeps_ok_def_and_sorts_the_rest():

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ceod.config import ConfigError, load_config
-from ceod.weights import WeightsError, load_packaged, packaged_file, timm_state_dict
+from ceod.contracts.config import ConfigError, load_config
+from ceod.training.weights import WeightsError, load_packaged, packaged_file, timm_state_dict
 from ceod.classifier.config import ClassifierConfig, ClsModelConfig
 from ceod.classifier.model import build_classifier
 
@@ -98,7 +98,8 @@ def test_a_pretrained_classifier_trains_and_exports_with_parity(tiny_dataset, tm
 def test_a_validation_carve_of_few_families_is_named(casting):
     """The case behind the averaged default: casting's grouped training split leaves validation
     three 'ok' families, whatever the seed; a best-epoch pick there scored 0.52 AUROC on test."""
-    from ceod.dataset import read_manifest, train_val, validation_warnings
+    from ceod.data.manifest import read_manifest
+    from ceod.data.splits import train_val, validation_warnings
     manifest = read_manifest(casting, "split_grouped")
     _, val = train_val(manifest, "train", "val", 0.15, {"aoi_status": "ok"}, seed=0)
     warnings = validation_warnings(val, manifest.classes)

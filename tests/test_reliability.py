@@ -9,9 +9,9 @@ import time
 import pytest
 import torch
 
-from ceod.checkpoint import CheckpointError, load_checkpoint
-from ceod.config import load_config
-from ceod.training import FitSpec, TrainingDiverged, fit
+from ceod.training.checkpoint import CheckpointError, load_checkpoint
+from ceod.contracts.config import load_config
+from ceod.training.loop import FitSpec, TrainingDiverged, fit
 from ceod.classifier.config import ClassifierConfig
 from ceod.classifier.train import train_classifier
 
@@ -130,13 +130,13 @@ def test_unwritable_outputs_fail_at_start(tiny_dataset, tmp_path):
                         "--out", "/proc/ceod-run"], capture_output=True, text=True)
     assert r.returncode == 2 and "cannot write to output folder /proc/ceod-run" in r.stderr
     from ceod.pipeline.inspect import RecordLog
-    from ceod.errors import CeodError
+    from ceod.contracts.errors import CeodError
     with pytest.raises(CeodError, match="cannot write the log"):
         RecordLog("/proc/ceod/log.jsonl")
 
 
 def test_a_new_run_never_overwrites_an_existing_one(tiny_dataset, tmp_path, cfg_file):
-    from ceod.errors import CeodError
+    from ceod.contracts.errors import CeodError
     cfg = load_config(ClassifierConfig, cfg_file, "classifier.yaml", {"train.epochs": 1})
     train_classifier(cfg, tiny_dataset, tmp_path / "r", seed=0, progress=False)
     before = (tmp_path / "r" / "best.pt").read_bytes()
@@ -152,7 +152,7 @@ def test_a_new_run_never_overwrites_an_existing_one(tiny_dataset, tmp_path, cfg_
 def test_the_fingerprint_sees_a_file_replaced_by_another_of_the_same_size(tiny_dataset, tmp_path):
     import csv
     import shutil
-    from ceod.dataset import fingerprint, read_manifest
+    from ceod.data.manifest import fingerprint, read_manifest
     ds = tmp_path / "ds"
     shutil.copytree(tiny_dataset, ds)
     before = fingerprint(read_manifest(ds).samples)

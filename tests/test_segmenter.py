@@ -4,10 +4,12 @@ import numpy as np
 import pytest
 import torch
 
-from ceod.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from ceod.config import load_config
-from ceod.dataset import check_dataset, load_split, read_manifest
-from ceod.metrics import iou_dice
+from ceod.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from ceod.contracts.config import load_config
+from ceod.data.checks import check_dataset
+from ceod.data.loading import load_split
+from ceod.data.manifest import read_manifest
+from ceod.contracts.metrics import iou_dice
 from ceod.segmenter.config import PostprocessConfig, SegmenterConfig
 from ceod.segmenter.model import build_segmenter
 from ceod.segmenter.predict import load_segmenter, postprocess, predict_dataset, predict_masks

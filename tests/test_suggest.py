@@ -9,8 +9,9 @@ import shutil
 import cv2
 import pytest
 
-from ceod.dataset import check_dataset, read_manifest
-from ceod.importers import ImportOptions, import_dataset
+from ceod.data.checks import check_dataset
+from ceod.data.manifest import read_manifest
+from ceod.data.importers import ImportOptions, import_dataset
 from ceod.segmenter.suggest import suggest_annotations
 
 
@@ -62,7 +63,7 @@ def test_suggest_then_import_back_closes_the_loop(tiny_segmenter_run, partly_ann
 
 
 def test_suggest_refuses_a_used_folder_and_a_fully_annotated_split(tiny_segmenter_run, tiny_dataset, tmp_path):
-    from ceod.errors import CeodError
+    from ceod.contracts.errors import CeodError
     with pytest.raises(CeodError, match="no image without an AOI"):
         suggest_annotations(tiny_segmenter_run, tiny_dataset, 5, tmp_path / "t")
     (tmp_path / "used").mkdir()

@@ -3,8 +3,9 @@ import hashlib
 import numpy as np
 import pytest
 
-from ceod.dataset import load_split, read_manifest
-from ceod.synth import SPLITS, config_for, synthesize
+from ceod.data.loading import load_split
+from ceod.data.manifest import read_manifest
+from ceod.data.synth import SPLITS, config_for, synthesize
 
 
 def _digest(folder):

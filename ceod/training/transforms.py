@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from ceod.config import ConfigError
+from ceod.contracts.config import ConfigError
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 

@@ -6,9 +6,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ceod.dataset import LoadedSplit
-from ceod.imageio import normalize
-from ceod.transforms import apply_augment, clean_background, swap_background
+from ceod.data.loading import LoadedSplit
+from ceod.data.imageio import normalize
+from ceod.training.transforms import apply_augment, clean_background, swap_background
 
 
 class SplitDataset(Dataset):

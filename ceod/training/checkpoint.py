@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from ceod import __version__
-from ceod.errors import CeodError
+from ceod.contracts.errors import CeodError
 
 FORMAT = 1
 
@@ -69,7 +69,7 @@ def load_model(run: str | Path, kind: str, schema: type, build,
                payload: dict[str, Any] | None = None) -> tuple[torch.nn.Module, Any, dict[str, Any]]:
     """(model in eval mode, its config as `schema`, checkpoint metadata) from a run or .pt file
     (or from its already loaded `payload`)."""
-    from ceod.config import from_dict
+    from ceod.contracts.config import from_dict
 
     payload = payload if payload is not None else load_checkpoint(run, kind)
     cfg = from_dict(schema, payload["config"])

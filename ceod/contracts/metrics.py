@@ -169,7 +169,7 @@ def classification_metrics(probs: np.ndarray, labels: np.ndarray, classes, thres
     log-odds: softmax in float32 rounds every P(def) above 1 - 6e-8 to exactly 1.0 (and log P(def)
     to 0.0), so a confident model's scores tie and its AUROC drifts towards 0.5 whatever it ranks.
     The log-odds, log P(c) - log sum_{j != c} P(j), is the logit margin and does not saturate."""
-    from ceod.classes import is_anomaly
+    from ceod.contracts.classes import is_anomaly
     probs = np.asarray(probs)
     ranking = None if log_probs is None else log_odds(log_probs)
     if is_anomaly(classes):

@@ -10,7 +10,7 @@ from typing import Any, Iterable, Literal, TypeVar, get_args, get_origin
 
 import yaml
 
-from ceod.errors import CeodError
+from ceod.contracts.errors import CeodError
 
 T = TypeVar("T")
 

@@ -15,8 +15,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ceod.config import ConfigError
-from ceod.dataset import write_manifest
+from ceod.contracts.config import ConfigError
+from ceod.data.manifest import write_manifest
 
 SHAPES = ("plate", "disc", "ring", "bracket")
 MARKS = ("scratch", "pit", "crack", "stain")
@@ -308,7 +308,7 @@ def _yaml_keys(path: str) -> dict:
 
 def config_for(preset: str, path: str | None = None, overrides: dict | None = None) -> SynthConfig:
     """The preset's config, optionally starting from a YAML file, with CLI overrides applied."""
-    from ceod.config import apply_overrides, from_dict, load_config
+    from ceod.contracts.config import apply_overrides, from_dict, load_config
     if preset not in PRESETS:
         raise ConfigError(f"unknown preset {preset!r}: choose one of {list(PRESETS)}")
     data = dict(PRESETS[preset])

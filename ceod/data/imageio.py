@@ -17,7 +17,7 @@ os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(MAX_PIXELS))
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
-from ceod.errors import CeodError  # noqa: E402
+from ceod.contracts.errors import CeodError  # noqa: E402
 
 
 class ImageDecodeError(CeodError, ValueError):

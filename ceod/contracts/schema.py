@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ceod.config import ConfigError
+from ceod.contracts.config import ConfigError
 
 
 @dataclass
