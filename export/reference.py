@@ -9,12 +9,13 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from ceod.contract import class_names
-from ceod.dataset import read_manifest, train_val
-from ceod.errors import CeodError
+from ceod.contracts.model import class_names
+from ceod.data.manifest import read_manifest
+from ceod.data.splits import train_val
+from ceod.contracts.errors import CeodError
 from ceod.export.runtime import OnnxModel, classify
 from ceod.export.watch import backs_a_verdict, build_profile, to_props
-from ceod.imageio import ImageDecodeError, read_image, read_mask
+from ceod.data.imageio import ImageDecodeError, read_image, read_mask
 
 
 def reference_profile(payload: dict[str, Any], model_path: Path, data: str | Path | None,
@@ -57,6 +58,6 @@ def reference_profile(payload: dict[str, Any], model_path: Path, data: str | Pat
         return out
 
     source = f"segmenter {Path(segmenter).name}" if segmenter else "manifest AOI masks"
-    profile, block = build_profile(outputs, frames(), source)
+    profile, block = build_profile(outputs, frames(), source, model.info.input_size)
     summary = {"images": profile["images"], "aoi_source": source, "statistics": sorted(profile["statistics"])}
     return to_props(profile, block), summary

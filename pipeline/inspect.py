@@ -22,10 +22,10 @@ from typing import Any, Iterator
 import cv2
 import numpy as np
 
-from ceod.classes import ANOMALY_CLASSES
-from ceod.errors import CeodError
-from ceod.imageio import ImageDecodeError, decode_image, read_file
-from ceod.metrics import csv_safe, percentiles_ms
+from ceod.contracts.classes import ANOMALY_CLASSES
+from ceod.contracts.errors import CeodError
+from ceod.data.imageio import ImageDecodeError, decode_image, read_file, resize_image
+from ceod.contracts.metrics import csv_safe, percentiles_ms
 from ceod.export.runtime import OnnxModel, classify
 
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".mov", ".m4v", ".webm"}
@@ -279,10 +279,17 @@ class Inspector:
 
     def infer(self, images: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """Scores, verdicts (class indices) and heatmaps (or None) for RGB uint8 images."""
-        scores, verdicts, outputs = self._infer(images)
+        scores, verdicts, outputs, _ = self._infer(images)
         return scores, verdicts, outputs.get("heatmap")
 
-    def _infer(self, images: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    def _infer(self, images: list[np.ndarray]
+               ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray], list[np.ndarray] | None]:
+        """Scores, verdicts, every model output and, with the watch on, the images at model size
+        (the model's own resize, kept for the watch's every-frame statistics)."""
+        small = None
+        if self.watcher is not None:
+            small = [resize_image(im, self.model.info.input_size) for im in images]
+            images = small
         x = self.model.prepare(images)
         if self.segmenter is not None:
             # Two-stage alternative: segment, then blank the outside of the AOI (mean colour = 0).
@@ -294,7 +301,7 @@ class Inspector:
             x = x * aoi[:, None]
         outputs = self.model.run_tensor(x)
         scores, verdicts = classify(self.model, outputs, self.threshold)
-        return scores, verdicts, outputs
+        return scores, verdicts, outputs, small
 
     def run(self, source: str, log_path: str | Path | None = None, overlays: str | Path | None = None,
             batch: int = 1, live: bool = True, stdin=None, queue_size: int = 64,
@@ -468,17 +475,18 @@ class Inspector:
 
     def _process(self, items: list[Item], log: RecordLog, summary: Summary, overlay_dir: Path | None) -> None:
         good = [it for it in items if it.image is not None]
-        results: dict[int, tuple[float, int, np.ndarray | None, np.ndarray | None]] = {}
+        results: dict[int, tuple[float, int, np.ndarray | None, np.ndarray | None, np.ndarray | None]] = {}
         names = self.model.info.class_names
         failure: str | None = None
         if good:
             try:
-                scores, verdicts, outputs = self._infer([it.image for it in good])
+                scores, verdicts, outputs, small = self._infer([it.image for it in good])
                 heatmaps, features = outputs.get("heatmap"), outputs.get("features")
                 for k, it in enumerate(good):
                     results[id(it)] = (float(scores[k]), int(verdicts[k]),
                                        None if heatmaps is None else heatmaps[k, 0],
-                                       None if features is None else features[k])
+                                       None if features is None else features[k],
+                                       None if small is None else small[k])
             except Exception as exc:  # noqa: BLE001 - e.g. an image too large for memory
                 failure = f"{type(exc).__name__}: {str(exc)[:200]}"
         now = time.perf_counter()
@@ -489,7 +497,7 @@ class Inspector:
                 results.pop(id(it))  # NaN compares false with the threshold: never a verdict
                 it.error = "non-finite score"
             if it.image is not None and id(it) in results:
-                score, verdict, heat, feats = results[id(it)]
+                score, verdict, heat, feats, small = results[id(it)]
                 record = {"time": stamp, "source": it.source, "verdict": names[verdict],
                           "score": round(score, 6), "latency_ms": round(latency, 3), "status": "ok", "reason": "",
                           "model": self.model_id}
@@ -498,7 +506,7 @@ class Inspector:
                 if overlay_dir is not None and not self._overlay(overlay_dir, summary.records, it, record, heat):
                     summary.overlay_failures += 1
                 if self.watcher is not None:
-                    self.watcher.frame(summary.records, it.source, it.image, score, verdict, heat, feats)
+                    self.watcher.frame(summary.records, it.source, it.image, small, score, verdict, heat, feats)
             else:
                 record = {"time": stamp, "source": it.source, "verdict": None, "score": None,
                           "latency_ms": round(latency, 3), "status": "error", "reason": it.error or failure,
@@ -521,7 +529,7 @@ class Inspector:
 
     def _overlay(self, folder: Path, index: int, item: Item, record: dict, heat: np.ndarray | None) -> bool:
         """Write one overlay; False (counted in the summary) when the file could not be written."""
-        from ceod.overlay import draw_overlay, save_rgb
+        from ceod.data.overlay import draw_overlay, save_rgb
         s = self.model.info.input_size
         small = cv2.resize(item.image, (s, s), interpolation=cv2.INTER_AREA)
         text = f"{record['verdict']} {record['score']:.2f}"

@@ -20,10 +20,10 @@ from typing import Any
 
 import numpy as np
 
-from ceod.errors import CeodError
+from ceod.contracts.errors import CeodError
+from ceod.contracts.classes import is_anomaly
 from ceod.export.runtime import OnnxModel
-from ceod.export.watch import (BY_NAME, KINDS, QUANTILES, Alarm, Monitor, backs_a_verdict, frame_statistics,
-                               read_profile)
+from ceod.export.watch import BY_NAME, KINDS, QUANTILES, Alarm, Monitor, frame_statistics, read_profile
 
 REPORT_FILES = ("watch.json", "watch.html")
 
@@ -50,7 +50,7 @@ class Watcher:
                  alpha: float = 0.01, queue_size: int = 4) -> None:
         profile, block = read_profile(model.info.raw, str(model.path))
         self.segmenter = segmenter
-        self.classes = model.info.class_names
+        self.anomaly = is_anomaly(model.info.class_names)  # ok/def: the heatmap is the defect class's
         self.monitor = Monitor(profile, block, alpha, sample_every=every)
         self.unwatched = [f"{name}: the model has no {output} output (export it with --{output})"
                           for name, output in (("evidence_outside and evidence_background", "heatmap"),
@@ -67,14 +67,15 @@ class Watcher:
         self.thread = threading.Thread(target=self._work, daemon=True, name="ceod-watch")
         self.thread.start()
 
-    def frame(self, index: int, source: str, image: np.ndarray, score: float, verdict: int,
+    def frame(self, index: int, source: str, image: np.ndarray, small: np.ndarray, score: float, verdict: int,
               heatmap: np.ndarray | None, features: np.ndarray | None) -> None:
-        """One judged frame: its per-frame statistics now, and maybe a sample for the watch thread.
-        The heatmap counts as evidence only where it backs the verdict (`backs_a_verdict`)."""
-        if heatmap is not None and not backs_a_verdict(self.classes, np.array([verdict]))[0]:
+        """One judged frame (`image` as decoded, `small` at the model's input size): its
+        per-frame statistics now, and maybe a sample for the watch thread. The heatmap counts as
+        evidence only where it backs the verdict (`backs_a_verdict`)."""
+        if heatmap is not None and self.anomaly and verdict != 1:  # as backs_a_verdict
             heatmap = None
         with self.lock:
-            self.pending += self.monitor.observe_frame(index, source, score, features, image, heatmap)
+            self.pending += self.monitor.observe_frame(index, source, score, features, small, heatmap)
         if index % self.every:
             return
         self.offered += 1

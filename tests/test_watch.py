@@ -22,11 +22,11 @@ def _profile(rng: np.random.Generator, n: int = 400) -> dict:
     stats = {"score": _reference(rng.beta(0.5, 0.5, n))}
     for name in ("outside_grey", "aoi_area", "aoi_cx", "evidence_outside"):
         stats[name] = _reference(rng.normal(0.5, 0.05, n))
-    region = np.zeros((64, 64), bool)
-    region[:8] = True
+    region = np.zeros((32, 32), bool)
+    region[:4] = True
     return {"version": 1, "images": n, "aoi_source": "test", "analysis_size": 128, "statistics": stats,
             "outside_histogram": [1 / 16] * 16,
-            "background_region": {"size": 64, "share": 0.125, "cells": base64.b64encode(np.packbits(region)).decode()}}
+            "background_region": {"size": 32, "share": 0.125, "cells": base64.b64encode(np.packbits(region)).decode()}}
 
 
 def test_window_test_separates_same_from_shifted():
@@ -110,7 +110,7 @@ def test_profile_round_trip_and_damaged_profiles_are_refused():
     raw = {f"ceod.{k}": v for k, v in to_props(profile, None).items()}
     back, block = read_profile(raw, "m.onnx")
     assert back["statistics"]["score"]["n"] == 400 and block is None
-    assert back["background_region"]["mask"].shape == (64, 64) and back["background_region"]["mask"][:8].all()
+    assert back["background_region"]["mask"].shape == (32, 32) and back["background_region"]["mask"][:4].all()
     with pytest.raises(ProfileError, match="no reference profile"):
         read_profile({}, "m.onnx")
     broken = json.loads(raw["ceod.reference_profile"])
@@ -128,11 +128,11 @@ def watched(tiny_dataset, tiny_classifier_run, tmp_path_factory) -> dict:
     """The tiny classifier exported with heatmap, features and a reference profile measured with
     an exported segmenter (trained long enough to leave the frame's corners out of every AOI) on
     a validation split of 60 images."""
-    from ceod.config import load_config
+    from ceod.contracts.config import load_config
     from ceod.export.onnx_export import export_run
     from ceod.segmenter.config import SegmenterConfig
     from ceod.segmenter.train import train_segmenter
-    from ceod.synth import config_for, synthesize
+    from ceod.data.synth import config_for, synthesize
     root = tmp_path_factory.mktemp("watch")
     cfg = load_config(SegmenterConfig, None, "segmenter.yaml", {
         "input_size": 64, "train.epochs": 4, "train.batch_size": 16, "model.encoder_depth": 3,
@@ -147,7 +147,7 @@ def watched(tiny_dataset, tiny_classifier_run, tmp_path_factory) -> dict:
 
 
 def _stream(root, change: str, frames: int = 400, at: int = 150):
-    from ceod.synth import config_for, synthesize_stream
+    from ceod.data.synth import config_for, synthesize_stream
     out = root / f"stream_{change}"
     if not (out / "stream.csv").exists():
         synthesize_stream(out, config_for("tiny"), seed=11, frames=frames, change=change, at=at, progress=False)
@@ -174,7 +174,7 @@ def test_export_stores_a_profile_the_runtime_reads(watched):
     assert {"score", "feature_distance", "outside_grey", "aoi_area", "evidence_outside",
             "background_grey"} <= set(profile["statistics"])
     region = profile["background_region"]["mask"]
-    assert 0.05 <= region.mean() < 0.8 and region[0, 0] and not region[32, 32]  # corners, never the centre
+    assert 0.05 <= region.mean() < 0.8 and region[0, 0] and not region[16, 16]  # corners, never the centre
     assert block["whiten"].shape[1] == model.run_tensor(np.zeros((1, 3, 64, 64), np.float32))["features"].shape[1]
 
 
@@ -200,7 +200,7 @@ def test_a_fixture_outside_the_part_raises_a_scene_alarm_after_it_appears(watche
 
 
 def test_watch_refuses_a_model_without_profile_and_a_foreign_report_folder(watched, tiny_classifier_run, tmp_path):
-    from ceod.errors import CeodError
+    from ceod.contracts.errors import CeodError
     from ceod.pipeline.inspect import Inspector
     from ceod.export.onnx_export import export_run
     bare = tmp_path / "bare.onnx"
