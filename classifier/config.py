@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from ceod.contracts.config import ConfigError, check_choice
+from ceod.contracts.config import ConfigError, apply_overrides, check_choice, flatten, read_packaged
 from ceod.contracts.schema import DataConfig, TrainConfig
 from ceod.training.weights import PACKAGED, PACKAGED_MEAN, PACKAGED_STD
 
@@ -118,3 +118,55 @@ class ClassifierConfig(DataConfig):
                               f"for model.downsample {self.model.downsample}")
         if len(set(self.classes)) != len(self.classes) or len(self.classes) == 1:
             raise ConfigError("config key 'classes': at least two distinct names (or [] to infer them)")
+
+
+# ---------------------------------------------------------------- variants (configs/variants.yaml)
+
+STRENGTH_KEY = "loss.weight"
+APPEND_AUGMENT = "augment+"
+
+
+def variants() -> dict[str, dict[str, Any]]:
+    """Every variant of configs/variants.yaml as dotted overrides (a `layer` file flattened under
+    the variant's own keys); `strength_key` stays in, for `variant_overrides`."""
+    out = {}
+    for name, entry in read_packaged("variants.yaml")["variants"].items():
+        entry = dict(entry or {})
+        layer = entry.pop("layer", None)
+        out[name] = {**(flatten(read_packaged(layer)) if layer else {}), **entry}
+    return out
+
+
+def variant_overrides(name: str) -> dict[str, Any]:
+    """`rrr` or `rrr@100`: a variant, optionally at another strength (its strength_key, default
+    loss.weight: w of CEOD, lambda of RRR)."""
+    base, _, strength = name.partition("@")
+    known = variants()
+    if base not in known:
+        raise ConfigError(f"unknown variant {base!r}: choose from {list(known)} (optionally NAME@STRENGTH)")
+    over = dict(known[base])
+    key = over.pop("strength_key", STRENGTH_KEY)
+    if strength:
+        try:
+            over[key] = float(strength)
+        except ValueError:
+            raise ConfigError(f"variant {name!r}: the strength after @ must be a number") from None
+    return over
+
+
+def resolve(base: dict[str, Any], overrides: dict[str, Any], keep_background_swap: bool = False
+            ) -> dict[str, Any]:
+    """Dotted overrides on a config dict; `augment+` entries go after the augment list the other
+    layers left (so a BackgroundSwap variant keeps the dataset's flips, or their absence). A
+    BackgroundSwap already in that list is dropped unless `keep_background_swap`: every variant
+    but `default` states its own, so `ce` stays the plain CNN whatever the packaged default."""
+    import copy
+
+    from ceod.training.transforms import BACKGROUND_SWAP
+    overrides = dict(overrides)
+    extra = overrides.pop(APPEND_AUGMENT, [])
+    data = apply_overrides(copy.deepcopy(base), overrides)  # base is not touched: callers reuse it
+    kept = [a for a in data.get("augment") or []
+            if keep_background_swap or not (isinstance(a, dict) and a.get("name") == BACKGROUND_SWAP)]
+    data["augment"] = [*kept, *extra]
+    return data

@@ -156,3 +156,23 @@ def audit(model, cfg, meta: dict, data: LoadedSplit, seed: int = 0,
     if picture is not None:
         result["picture"] = str(save_rgb(picture, grid(tiles, 4)))
     return result
+
+
+def evaluate_splits(model, cfg, meta: dict, splits: dict[str, LoadedSplit], seed: int = 0, audit_max: int = 0,
+                    heatmaps: int = 0, heatmap_dir: Path | None = None) -> dict[str, dict[str, Any]]:
+    """Every test split's figures: accuracy, balanced accuracy (and at the best threshold, never
+    used to decide), AUROC, F1, aoi_attention, and the audit's flip rate and balanced accuracy per
+    replacement (on a seeded subset of at most `audit_max` images where set; 0: all). Heatmap
+    overlays, where asked, go to heatmap_dir/eval_<split>."""
+    figures = {}
+    for split, data in splits.items():
+        ev = evaluate(model, cfg, meta, data, heatmaps, None if heatmap_dir is None else heatmap_dir / f"eval_{split}")
+        audited = data
+        if audit_max and len(data) > audit_max:
+            audited = data.subset(sorted(np.random.default_rng(seed).permutation(len(data))[:audit_max]))
+        au = audit(model, cfg, meta, audited, seed=seed)
+        figures[split] = {**{k: ev.get(k) for k in ("balanced_accuracy", "balanced_accuracy_best_threshold",
+                                                      "accuracy", "auroc", "f1", "aoi_attention")},
+                          "flip": {k: au[k]["flip_rate"] for k in REPLACEMENTS},
+                          "audit_balanced_accuracy": {k: au[k]["balanced_accuracy"] for k in REPLACEMENTS}}
+    return figures

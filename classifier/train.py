@@ -10,16 +10,16 @@ import numpy as np
 import torch
 
 from ceod.contracts.classes import is_anomaly
-from ceod.contracts.config import ConfigError, to_dict
+from ceod.contracts.config import ConfigError
 from ceod.contracts.model import model_metadata
-from ceod.data.manifest import Sample, fingerprint
-from ceod.data.loading import load_train_val
+from ceod.data.loading import LoadedSplit
+from ceod.data.manifest import Sample
 from ceod.data.splits import validation_warnings
 from ceod.training.distributed import DistContext
 from ceod.contracts.metrics import calibrate_threshold, classification_metrics, nanmean
-from ceod.training.torchdata import SplitDataset
-from ceod.training.loop import FitSpec, ensure_writable, fit, make_loader, make_optimizer, seed_everything, write_json
-from ceod.training.transforms import background_swap_probability, build_augment
+from ceod.training.loop import make_optimizer
+from ceod.training.stage import Stage, StageParts, train_stage
+from ceod.training.transforms import background_swap_probability
 from ceod.classifier.config import ClassifierConfig
 from ceod.classifier.inference import aoi_attention, predict
 from ceod.classifier.loss import ANOMALY_ONLY_TARGETS, CEODLoss
@@ -40,105 +40,106 @@ def loss_name(cfg: ClassifierConfig) -> str:
     return f"ceod(w={loss.weight:g},target={loss.target},distance={loss.distance},apply_to={loss.apply_to})"
 
 
+def classifier_stage(cfg: ClassifierConfig, data: str | Path, seed: int, ctx: DistContext,
+                     mask_source: MaskSource | None = None, mask_label: str = "gt") -> Stage:
+    """The classifier's stage: CE, CEOD or RRR on the manifest's AOI masks or `mask_source`'s."""
+    found: dict[str, Any] = {}  # what check() learns from the loaded rows
+
+    def check(train: LoadedSplit, val: LoadedSplit) -> None:
+        classes = train.classes
+        found["anomaly"] = is_anomaly(classes)
+        found["val_warnings"] = validation_warnings(val.samples, classes)
+        if ctx.is_main:
+            for warning in found["val_warnings"]:
+                log.warning("%s; %s", warning,
+                            f"the kept model is the mean of the last {cfg.train.average_last} epochs' weights"
+                            if cfg.train.average_last else
+                            "the best-validation epoch may be a lucky one: set train.average_last")
+        if not found["anomaly"] and (cfg.loss.target in ANOMALY_ONLY_TARGETS or cfg.loss.apply_to == "def"):
+            raise ConfigError(f"config keys 'loss.target: {cfg.loss.target}' / 'loss.apply_to: {cfg.loss.apply_to}' "
+                              f"need the ok/def classes; this data has {list(classes)}: use target label, "
+                              "predicted or all, and apply_to all")
+        missing = int((~train.has_aoi).sum())
+        if missing and mask_source is None and cfg.loss.kind != "ce" and ctx.is_main:
+            first = next(s for s, has in zip(train.samples, train.has_aoi) if not has)
+            log.warning("%d of %d training rows have no AOI mask and no --masks source (first: manifest row %d, %s): "
+                        "the %s term treats them as all-AOI, no constraint. Pass --masks SEGMENTER_RUN to fill them.",
+                        missing, len(train), first.row, first.image.name, cfg.loss.kind)
+
+    def build(train: LoadedSplit, val: LoadedSplit, loader, fp: str) -> StageParts:
+        classes, anomaly = train.classes, found["anomaly"]
+        val_masks = mask_source(val.samples, cfg.input_size) if mask_source else val.aoi
+        # channels_last: 1.4x the training images/s of NCHW on these CPUs (simple CNN, 192 px)
+        model = build_classifier(cfg.model, len(classes), cfg.input_size).to(memory_format=torch.channels_last)
+        total_steps = max(cfg.train.epochs * len(loader), 1)
+        optimizer, scheduler = make_optimizer(cfg.train, model.features, model.head, total_steps)
+        criterion = CEODLoss(cfg.loss, total_steps)
+
+        def step(model, batch, epoch):
+            x, m, y, _ = batch
+            x, m, y = x.to(ctx.device, memory_format=torch.channels_last), m.to(ctx.device), y.to(ctx.device)
+            if criterion.needs_input_grad:
+                x.requires_grad_(True)
+            logits, feats = model(x, return_features=True)
+            res = criterion(model, logits, feats, m, y, epoch, inputs=x)
+            if criterion.gate.observe(res.ce.item()) and ctx.is_main:
+                print(f"[classifier] the {cfg.loss.kind} term switched on at step {criterion.gate.step} "
+                      f"(epoch {epoch + 1}); w ramps to {cfg.loss.weight:g} over {cfg.loss.ramp_steps} steps",
+                      flush=True)
+            return res.total, {"loss": res.total.item(), "ce": res.ce.item(), "aoi_term": res.term.item(),
+                               "aoi_weight": res.weight}
+
+        state: dict[str, Any] = {}
+
+        def validate(model) -> dict[str, float]:
+            log_probs, cams = predict(model, val.images, cfg.mean, cfg.std, with_cam=True, log=True)
+            probs = np.exp(log_probs)
+            threshold = (calibrate_threshold(probs[:, 1], val.labels, cfg.threshold.mode,
+                                             cfg.threshold.target_recall) if anomaly else 0.5)
+            m = classification_metrics(probs, val.labels, classes, threshold, log_probs)
+            state["threshold"] = threshold
+            # share of validation images whose P(def) ties with another's: saturated scores show here
+            ties = 1.0 - len(np.unique(probs[:, 1])) / len(probs) if anomaly else float("nan")
+            scores = {"val_auroc": m["auroc"], "val_balanced_accuracy": m["balanced_accuracy"]}
+            if anomaly:
+                scores["val_tied_scores"] = ties
+            scores.update({"val_f1": m["f1"]} if anomaly else {"val_accuracy": m["accuracy"],
+                                                               "val_macro_f1": m["macro_f1"]})
+            return {**scores, "val_aoi_attention": nanmean(aoi_attention(cams, val_masks))}
+
+        def meta(val_metrics: dict[str, float]) -> dict[str, Any]:
+            return model_metadata("classifier", input_size=cfg.input_size, mean=cfg.mean, std=cfg.std,
+                                  class_names=list(classes), threshold=float(state.get("threshold", 0.5)),
+                                  training_loss=loss_name(cfg), data_fingerprint=fp,
+                                  backbone=cfg.model.backbone, head=cfg.model.head, aoi_source=mask_label, seed=seed,
+                                  data_path=str(Path(data).resolve()), split_column=cfg.split_column,
+                                  train_split=cfg.train_split)
+
+        def summary() -> dict[str, Any]:
+            return {"loss": loss_name(cfg), "aoi_source": mask_label,
+                    "term_switched_on_at_step": criterion.gate.opened_at, "steps": total_steps,
+                    "val_warnings": found["val_warnings"], "class_names": list(classes)}
+
+        return StageParts(model=model, optimizer=optimizer, scheduler=scheduler, step=step, validate=validate,
+                          monitor="val_auroc" if anomaly else "val_accuracy", meta=meta,
+                          extra_state=criterion.gate.state_dict, load_extra_state=criterion.gate.load_state_dict,
+                          summary=summary)
+
+    return Stage(kind="classifier", cfg=cfg, build=build, check=check,
+                 masks=(lambda train: mask_source(train.samples, cfg.input_size)) if mask_source else None,
+                 background_swap=background_swap_probability(cfg.augment))
+
+
 def train_classifier(cfg: ClassifierConfig, data: str | Path, out: str | Path, seed: int = 0,
                      mask_source: MaskSource | None = None, mask_label: str = "gt",
                      skip_bad: bool = False, filters: dict[str, str] | None = None,
                      max_train_images: int | None = None, resume: str | Path | None = None,
                      force_resume: bool = False, ctx: DistContext | None = None,
                      progress: bool = True, overwrite: bool = False) -> dict[str, Any]:
-    """Train, keep the best checkpoint by validation AUROC, calibrate the threshold, write metrics.
-    A folder that already holds a run is refused unless resumed, or `overwrite` (its owner asks)."""
+    """Train, keep the best checkpoint by validation AUROC (or the mean of the last epochs'
+    weights), calibrate the threshold, write metrics. A folder that already holds a run is
+    refused unless resumed, or `overwrite` (its owner asks)."""
     ctx = ctx or DistContext()
-    out = ensure_writable(out, ctx, continuing=resume is not None or overwrite)
-    seed_everything(seed)
-    train, val = load_train_val(data, cfg, seed, skip_bad, filters, max_train_images,
-                                progress=progress and ctx.is_main)
-    classes = train.classes
-    anomaly = is_anomaly(classes)
-    val_warnings = validation_warnings(val.samples, classes)
-    if ctx.is_main:
-        for warning in val_warnings:
-            log.warning("%s; %s", warning,
-                        f"the kept model is the mean of the last {cfg.train.average_last} epochs' weights"
-                        if cfg.train.average_last else
-                        "the best-validation epoch may be a lucky one: set train.average_last")
-    if not anomaly and (cfg.loss.target in ANOMALY_ONLY_TARGETS or cfg.loss.apply_to == "def"):
-        raise ConfigError(f"config keys 'loss.target: {cfg.loss.target}' / 'loss.apply_to: {cfg.loss.apply_to}' "
-                          f"need the ok/def classes; this data has {list(classes)}: use target label, "
-                          "predicted or all, and apply_to all")
-    missing = int((~train.has_aoi).sum())
-    if missing and mask_source is None and cfg.loss.kind != "ce" and ctx.is_main:
-        first = next(s for s, has in zip(train.samples, train.has_aoi) if not has)
-        log.warning("%d of %d training rows have no AOI mask and no --masks source (first: manifest row %d, %s): "
-                    "the %s term treats them as all-AOI, no constraint. Pass --masks SEGMENTER_RUN to fill them.",
-                    missing, len(train), first.row, first.image.name, cfg.loss.kind)
-    masks = mask_source(train.samples, cfg.input_size) if mask_source else train.aoi
-    val_masks = mask_source(val.samples, cfg.input_size) if mask_source else val.aoi
-    augment = build_augment(cfg.augment)
-    dataset = SplitDataset(train, tuple(cfg.mean), tuple(cfg.std), augment, masks,
-                           background_swap_probability(cfg.augment))
-    loader = make_loader(dataset, cfg.train.batch_size, seed, ctx)
-    # channels_last: 1.4x the training images/s of NCHW on these CPUs (simple CNN, 192 px)
-    model = build_classifier(cfg.model, len(classes), cfg.input_size).to(memory_format=torch.channels_last)
-    total_steps = max(cfg.train.epochs * len(loader), 1)
-    optimizer, scheduler = make_optimizer(cfg.train, model.features, model.head, total_steps)
-    criterion = CEODLoss(cfg.loss, total_steps)
-
-    def step(model, batch, epoch):
-        x, m, y, _ = batch
-        x, m, y = x.to(ctx.device, memory_format=torch.channels_last), m.to(ctx.device), y.to(ctx.device)
-        if criterion.needs_input_grad:
-            x.requires_grad_(True)
-        logits, feats = model(x, return_features=True)
-        res = criterion(model, logits, feats, m, y, epoch, inputs=x)
-        if criterion.gate.observe(res.ce.item()) and ctx.is_main:
-            print(f"[classifier] the {cfg.loss.kind} term switched on at step {criterion.gate.step} "
-                  f"(epoch {epoch + 1}); w ramps to {cfg.loss.weight:g} over {cfg.loss.ramp_steps} steps", flush=True)
-        return res.total, {"loss": res.total.item(), "ce": res.ce.item(), "aoi_term": res.term.item(),
-                           "aoi_weight": res.weight}
-
-    state: dict[str, Any] = {}
-
-    def validate(model) -> dict[str, float]:
-        log_probs, cams = predict(model, val.images, cfg.mean, cfg.std, with_cam=True, log=True)
-        probs = np.exp(log_probs)
-        threshold = (calibrate_threshold(probs[:, 1], val.labels, cfg.threshold.mode, cfg.threshold.target_recall)
-                     if anomaly else 0.5)
-        m = classification_metrics(probs, val.labels, classes, threshold, log_probs)
-        state["threshold"] = threshold
-        # share of validation images whose P(def) ties with another's: saturated scores show here
-        ties = 1.0 - len(np.unique(probs[:, 1])) / len(probs) if anomaly else float("nan")
-        scores = {"val_auroc": m["auroc"], "val_balanced_accuracy": m["balanced_accuracy"]}
-        if anomaly:
-            scores["val_tied_scores"] = ties
-        scores.update({"val_f1": m["f1"]} if anomaly else {"val_accuracy": m["accuracy"], "val_macro_f1": m["macro_f1"]})
-        return {**scores, "val_aoi_attention": nanmean(aoi_attention(cams, val_masks))}
-
-    fp = fingerprint(train.samples)
-
-    def meta(val_metrics: dict[str, float]) -> dict[str, Any]:
-        return model_metadata("classifier", input_size=cfg.input_size, mean=cfg.mean, std=cfg.std,
-                              class_names=list(classes), threshold=float(state.get("threshold", 0.5)),
-                              training_loss=loss_name(cfg), data_fingerprint=fp,
-                              backbone=cfg.model.backbone, head=cfg.model.head, aoi_source=mask_label, seed=seed,
-                              data_path=str(Path(data).resolve()), split_column=cfg.split_column,
-                              train_split=cfg.train_split)
-
-    spec = FitSpec("classifier", model, optimizer, scheduler, loader, cfg.train.epochs, seed, step, validate,
-                   "val_auroc" if anomaly else "val_accuracy", out, to_dict(cfg), meta, augment, resume,
-                   force_resume, ctx, progress, average_last=cfg.train.average_last,
-                   extra_state=criterion.gate.state_dict, load_extra_state=criterion.gate.load_state_dict)
-    result = fit(spec)
-    if ctx.is_main:
-        best = next(h for h in result["history"] if h["epoch"] == result["best_epoch"]) if result["best_epoch"] >= 0 else {}
-        summary = {"kind": "classifier", "loss": loss_name(cfg), "seed": seed, "aoi_source": mask_label,
-                   "best_epoch": result["best_epoch"], "best": best, "train_seconds": result["seconds"],
-                   "term_switched_on_at_step": criterion.gate.opened_at, "steps": total_steps,
-                   "step_ms_median": result["step_ms_median"],
-                   "train_images": len(train), "val_images": len(val), "val_warnings": val_warnings,
-                   "data_fingerprint": fp,
-                   "class_names": list(classes),
-                   "config": to_dict(cfg)}
-        write_json(out / "metrics.json", summary)
-        return summary
-    return {}
+    return train_stage(classifier_stage(cfg, data, seed, ctx, mask_source, mask_label), data, out, seed=seed,
+                       max_train_images=max_train_images, skip_bad=skip_bad, filters=filters, resume=resume,
+                       force_resume=force_resume, ctx=ctx, progress=progress, overwrite=overwrite)

@@ -114,9 +114,9 @@ def _training_preset(preset: str) -> tuple[dict[str, Any], int]:
     if preset == "default":
         return {}, 2
     if preset == "decoy-mnist":
-        from ceod.classifier.experiment import DECOY_OVERRIDES
-        return {k: v for k, v in DECOY_OVERRIDES.items()
-                if k.startswith("model.") or k in ("input_size", "train.batch_size")}, 10
+        from ceod.contracts.config import read_packaged
+        decoy = read_packaged("experiments.yaml")["datasets"]["decoy-mnist"]["overrides"]
+        return {k: v for k, v in decoy.items() if k.startswith("model.") or k in ("input_size", "train.batch_size")}, 10
     raise CeodError(f"unknown training preset {preset!r}; choose from {list(TRAINING_PRESETS)}")
 
 

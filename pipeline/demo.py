@@ -51,14 +51,13 @@ class DemoPlan:
     variant: str = "default"  # configs/classifier.yaml as it ships
     cls_overrides: dict[str, Any] = field(default_factory=dict)
     cls_seeds: int = 1  # classifier pairs (CE, CEOD) trained on the same line, seeds seed .. seed + n - 1
+    watch_frames: int = 600  # the drift watch's stream: the lamp dims half way
 
 
-FULL = DemoPlan("small", {}, 128, seg_images=200, seg_epochs=6, cls_epochs=None, bench_iters=20, batches=[1, 8, 32],
-                cls_seeds=2)
-QUICK = DemoPlan("small", {"size": 64, "counts": {"train": 400, "val": 80, "test": 80, "test_shift": 80,
-                                                  "test_anti": 80}},
-                 64, seg_images=60, seg_epochs=3, cls_epochs=6, bench_iters=15, batches=[1, 8],
-                 cls_overrides={"model.backbone": "simple", "model.pretrained": False, "model.width": 16})
+def demo_plan(quick: bool) -> DemoPlan:
+    """The full or quick plan of configs/demo.yaml."""
+    from ceod.contracts.config import read_packaged
+    return DemoPlan(**read_packaged("demo.yaml")["quick" if quick else "full"])
 
 
 class Stages:
@@ -87,8 +86,8 @@ def run_demo(out: str | Path, quick: bool = False, seed: int = 0, variant: str |
     from ceod.data.manifest import read_manifest
     from ceod.data.synth import config_for, synthesize
     from ceod.classifier.config import ClassifierConfig
-    from ceod.classifier.evaluate import REPLACEMENTS, audit, evaluate
-    from ceod.classifier.experiment import VARIANTS, resolve
+    from ceod.classifier.evaluate import evaluate_splits
+    from ceod.classifier.config import resolve, variant_overrides, variants
     from ceod.classifier.inference import load_classifier
     from ceod.classifier.train import train_classifier
     from ceod.export.onnx_export import export_run
@@ -100,11 +99,11 @@ def run_demo(out: str | Path, quick: bool = False, seed: int = 0, variant: str |
     from ceod.segmenter.predict import predict_dataset
     from ceod.segmenter.train import train_segmenter
 
-    plan = QUICK if quick else FULL
+    plan = demo_plan(quick)
     variant = variant or plan.variant
-    if variant not in VARIANTS or VARIANTS[variant].get("loss.kind", "ceod") != "ceod":
-        raise CeodError(f"--variant {variant}: choose a CEOD variant from "
-                        f"{[v for v, o in VARIANTS.items() if o.get('loss.kind', 'ceod') == 'ceod']}")
+    ceod_variants = [v for v, o in variants().items() if o.get("loss.kind", "ceod") == "ceod"]
+    if variant not in ceod_variants:
+        raise CeodError(f"--variant {variant}: choose a CEOD variant from {ceod_variants}")
     out = prepare_output(Path(out))
     stage = Stages()
     import torch
@@ -132,7 +131,7 @@ def run_demo(out: str | Path, quick: bool = False, seed: int = 0, variant: str |
     runs = runs_by_seed[seed]  # exported, inspected and benchmarked
     base = to_dict(load_config(ClassifierConfig, None, "classifier.yaml"))
     for s in seeds:
-        for name, overrides in (("plain", VARIANTS["ce"]), ("ceod", VARIANTS[variant])):
+        for name, overrides in (("plain", variant_overrides("ce")), ("ceod", variant_overrides(variant))):
             what = "plain CNN (CE)" if name == "plain" else f"CEOD classifier ({variant})"
             with stage(f"train the {what}, seed {s}"):
                 cfg = from_dict(ClassifierConfig, resolve(
@@ -147,12 +146,7 @@ def run_demo(out: str | Path, quick: bool = False, seed: int = 0, variant: str |
         for s in seeds:
             for name, run in runs_by_seed[s].items():
                 model, cfg, meta = load_classifier(run)
-                for split, loaded in splits.items():
-                    ev = evaluate(model, cfg, meta, loaded)
-                    au = audit(model, cfg, meta, loaded, s)
-                    by_seed.setdefault(s, {}).setdefault(name, {})[split] = {
-                        **{k: ev[k] for k in ("balanced_accuracy", "accuracy", "auroc", "f1", "aoi_attention")},
-                        "flip": {k: au[k]["flip_rate"] for k in REPLACEMENTS}}
+                by_seed.setdefault(s, {})[name] = evaluate_splits(model, cfg, meta, splits, s)
         evals = by_seed[seed]
         facts["evaluation_by_seed"] = {str(s): v for s, v in by_seed.items()}
         facts["verdict"] = verdict(by_seed)
@@ -163,14 +157,27 @@ def run_demo(out: str | Path, quick: bool = False, seed: int = 0, variant: str |
         facts["export"] = {
             "plain": export_run(runs["plain"], onnx_dir / "plain.onnx"),
             "ceod": export_run(runs["ceod"], onnx_dir / "ceod.onnx"),
-            "ceod_heatmap": export_run(runs["ceod"], onnx_dir / "ceod_heatmap.onnx", heatmap=True),
             "segmenter": export_run(out / "segmenter", onnx_dir / "segmenter.onnx"),
         }
+        facts["export"]["ceod_heatmap"] = export_run(runs["ceod"], onnx_dir / "ceod_heatmap.onnx", heatmap=True,
+                                                     features=True, segmenter=onnx_dir / "segmenter.onnx")
     with stage("inspect test_shift with the ONNX classifier"):
         inspector = Inspector(onnx_dir / "ceod_heatmap.onnx", "auto")
         s = inspector.run(str(data / "images" / "test_shift" / "*" / "*.png"), out / "inspect.jsonl",
                           out / "overlays", batch=8, live=False).as_dict()
         facts["inspect"] = s
+    with stage("watch a line whose lamp dims at frame 300"):
+        from ceod.data.synth import synthesize_stream
+        stream = synthesize_stream(out / "stream_lamp", config_for(plan.synth_preset, overrides=plan.synth_overrides),
+                                   seed + 1000, plan.watch_frames, "lamp", plan.watch_frames // 2, progress=False)
+        watched = Inspector(onnx_dir / "ceod_heatmap.onnx", "auto", watch=onnx_dir / "segmenter.onnx")
+        s = watched.run(str(out / "stream_lamp" / "frames"), out / "watch.jsonl", batch=1, live=False,
+                        watch_report=out / "watch").as_dict()
+        report = json.loads((out / "watch" / "watch.json").read_text())
+        facts["watch"] = {"stream": stream, "records": s["records"], "drift_alarms": s["drift_alarms"],
+                          "alarms": [{k: a[k] for k in ("kind", "statistic", "frame", "since_frame", "shift_sigma")}
+                                     for a in report["alarms"]],
+                          "sampling": report["sampling"]}
     with stage("benchmark"):
         facts["bench"] = run_bench(str(onnx_dir / "ceod.onnx"), str(onnx_dir / "plain.onnx"),
                                    str(onnx_dir / "segmenter.onnx"), plan.batches, "auto", out / "bench",

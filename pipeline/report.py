@@ -77,6 +77,14 @@ def write_report(out: Path, f: dict[str, Any]) -> Path:
     L += ["", f"`ceod inspect` over `test_shift` (ONNX, batch 8): {s['records']} records, {s['ok']} ok, {s['def']} def, "
           f"{s['errors']} errors; latency p50 {s['p50_ms']:.2f} ms, p95 {s['p95_ms']:.2f} ms, p99 {s['p99_ms']:.2f} ms; "
           f"{s['throughput_per_s']:.1f} images/s; providers {s['providers']}. Log: `inspect.jsonl`, overlays in `overlays/`.", ""]
+    if "watch" in f:
+        w = f["watch"]
+        alarms = "; ".join(f"**{a['kind']}** ({a['statistic']}) at frame {a['frame']}, since frame {a['since_frame']}, "
+                           f"{a['shift_sigma']:+.1f} sigma" for a in w["alarms"]) or "none"
+        L += [f"`ceod inspect --watch` on a line whose lamp dims at frame {w['stream']['at']} of "
+              f"{w['stream']['frames']}: {w['drift_alarms']} drift alarm(s): {alarms}. Sampled "
+              f"{w['sampling']['sampled']} frames for the segmenter (watch thread busy "
+              f"{w['sampling']['watch_busy_share']} of the run). Charts: `watch/watch.html`.", ""]
     L += ["## 5. Benchmark", "", (out / "bench" / "bench.md").read_text().split("\n", 2)[2], "",
           "![latency](bench/bench.png)", ""]
     path = out / "report.md"

@@ -101,7 +101,7 @@ def test_background_swap_in_training_uses_the_part_free_donor(tiny_dataset):
 
 
 def test_grouped_folds_keep_every_family_in_one_test_fold(tmp_path):
-    from ceod.classifier.experiment import make_folds
+    from ceod.experiments.datasets import make_folds
     source = tmp_path / "src"
     source.mkdir()
     rng = np.random.default_rng(0)
@@ -194,11 +194,11 @@ def test_the_papers_form_is_one_option_away():
 
 
 def test_resolving_a_variant_leaves_the_base_config_alone():
-    from ceod.classifier.experiment import VARIANTS, resolve
+    from ceod.classifier.config import resolve, variant_overrides
     base = {"loss": {"kind": "ceod", "target": "all"}, "augment": [{"name": "HorizontalFlip", "p": 0.5}]}
-    ce = resolve(base, VARIANTS["ce"])
+    ce = resolve(base, variant_overrides("ce"))
     assert ce["loss"]["kind"] == "ce" and base["loss"]["kind"] == "ceod"  # the demo trained CE twice when it did not
-    swap = resolve(base, VARIANTS["ce-bgswap"])
+    swap = resolve(base, variant_overrides("ce-bgswap"))
     assert [a["name"] for a in swap["augment"]] == ["HorizontalFlip", "BackgroundSwap"] and len(base["augment"]) == 1
 
 

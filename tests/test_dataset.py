@@ -166,9 +166,9 @@ def test_one_image_in_two_splits_names_both_rows(tiny_dataset, tmp_path):
 def test_derived_datasets_keep_every_column(tiny_dataset, tiny_segmenter_run, tmp_path):
     """predict-aoi, the grouped folds and the active-learning subsets write datasets derived from
     another one: every column of the source survives, and every path still reaches its file."""
-    from ceod.classifier.experiment import make_folds
+    from ceod.experiments.datasets import make_folds
     from ceod.data.manifest import derive_dataset, read_rows
-    from ceod.segmenter.active import _write_subset
+    from ceod.experiments.active import _write_subset
     from ceod.segmenter.predict import predict_dataset
     source = read_rows(tiny_dataset)
     grouped = tmp_path / "grouped"

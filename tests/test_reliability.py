@@ -116,8 +116,9 @@ def test_nan_loss_stops_with_step_and_keeps_last_good_checkpoint(tmp_path):
         loss = torch.nn.functional.cross_entropy(m(x), y)
         return (loss * float("nan") if epoch == 1 else loss), {"loss": loss.item()}
 
-    spec = FitSpec("classifier", model, opt, sched, data, 3, 0, step, lambda m: {"val": 1.0}, "val",
-                   tmp_path, {}, lambda v: {}, progress=False)
+    spec = FitSpec(kind="classifier", model=model, optimizer=opt, scheduler=sched, loader=data, epochs=3, seed=0,
+                   step=step, validate=lambda m: {"val": 1.0}, monitor="val", out=tmp_path, config={},
+                   meta=lambda v: {}, progress=False)
     spec.loader = type("L", (list,), {"sampler": None})(data)
     with pytest.raises(TrainingDiverged, match=r"loss is nan at epoch 2, step 3.*last good checkpoint"):
         fit(spec)

@@ -170,6 +170,22 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
+def read_packaged(name: str) -> dict[str, Any]:
+    """A packaged YAML file of configs/ (the defaults, variants, presets)."""
+    return _read_yaml(CONFIG_DIR / name)
+
+
+def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested sections -> dotted keys ({"loss": {"weight": 1}} -> {"loss.weight": 1})."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict) and value:
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
 def _layer_path(path: str | Path, default_name: str) -> Path:
     """A YAML file, or the name of a packaged layer: `--config paper` is configs/classifier-paper.yaml
     for the classifier (the paper's form of the loss), `--config casting` configs/segmenter-casting.yaml."""

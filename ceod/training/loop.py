@@ -1,5 +1,6 @@
 """The training loop both trainers share: epochs, progress, NaN guard, best/last checkpoints,
-resume, DDP, metrics.json and curves. Trainers supply a step and a validation function."""
+resume, DDP, history and curves. Trainers supply a step and a validation function (through
+`ceod.training.stage`)."""
 
 from __future__ import annotations
 
@@ -74,9 +75,9 @@ def make_loader(dataset: torch.utils.data.Dataset, batch_size: int, seed: int,
     return loader
 
 
-@dataclass
+@dataclass(kw_only=True)
 class FitSpec:
-    """What a trainer hands to `fit`."""
+    """What `fit` trains (built by `ceod.training.stage.train_stage` from a trainer's stage)."""
 
     kind: str  # "segmenter" | "classifier"
     model: nn.Module
@@ -214,99 +215,119 @@ def config_changes(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -
 
 
 def fit(spec: FitSpec) -> dict[str, Any]:
-    """Train for spec.epochs; returns {"history", "best", "best_epoch", "seconds"}."""
+    """Train for spec.epochs; returns {"history", "best", "best_epoch", "seconds", "step_ms_median"}."""
     ctx = spec.ctx
-    model = spec.model.to(ctx.device)
-    raw = model
+    raw = spec.model.to(ctx.device)
     start_epoch, history, best = 0, [], -math.inf
     average_last = min(spec.average_last, spec.epochs)
     average = WeightAverage() if average_last > 0 else None
     if spec.resume:
         start_epoch, history, best = _restore(spec, raw, average)
-    if ctx.enabled:
-        if ctx.device.type == "cuda":  # one BatchNorm statistic over all ranks (SyncBN is GPU-only)
-            model = raw = nn.SyncBatchNorm.convert_sync_batchnorm(raw)
-        model = nn.parallel.DistributedDataParallel(
-            raw, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
+    model, raw = _distributed(raw, ctx)
     best_epoch = max((h["epoch"] for h in history if h.get(spec.monitor) == best), default=-1)
     started = time.perf_counter()
     step_seconds: list[float] = []
     shards: dict[int, list[list[int]]] = {}
-    global_step = start_epoch * len(spec.loader)
     for epoch in range(start_epoch, spec.epochs):
-        # RNG is derived from (seed, epoch, rank), so a resumed run replays the same epoch exactly.
-        seed = _epoch_seed(spec.seed, epoch, ctx.rank)
-        torch.manual_seed(seed)
-        np.random.seed(seed)
-        random.seed(seed)
-        if spec.augment is not None and hasattr(spec.augment, "set_random_seed"):
-            spec.augment.set_random_seed(seed)
-        sampler = spec.loader.sampler
-        if hasattr(sampler, "set_epoch"):
-            sampler.set_epoch(epoch)
-        if ctx.enabled:  # which rows each rank trains on this epoch, for shards.json
-            shards[epoch] = gather_indices(list(iter(sampler))[:len(spec.loader) * spec.loader.batch_size], ctx)
-        generator = getattr(spec.loader, "generator", None)
-        if generator is not None:
-            generator.manual_seed(seed)
-        model.train()
-        sums: dict[str, float] = {}
-        count = 0
         epoch_start = time.perf_counter()
-        from ceod.progress import progress_bar
-        batches = progress_bar(spec.loader, total=len(spec.loader), desc=f"epoch {epoch + 1}/{spec.epochs}",
-                               disable=not (spec.progress and ctx.is_main))
-        for batch in batches:
-            step_start = time.perf_counter()
-            loss, logs = spec.step(model, batch, epoch)
-            if not torch.isfinite(loss):
-                raise TrainingDiverged(
-                    f"loss is {loss.item()} at epoch {epoch + 1}, step {global_step} "
-                    f"(logs {logs}); the last good checkpoint is kept in {spec.out}. "
-                    "Lower the learning rate or the CEOD weight.")
-            spec.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            spec.optimizer.step()
-            spec.scheduler.step()
-            step_seconds.append(time.perf_counter() - step_start)
-            global_step += 1
-            for k, v in logs.items():
-                sums[k] = sums.get(k, 0.0) + v
-            count += 1
-        train_logs = all_reduce_mean({f"train_{k}": v / max(count, 1) for k, v in sums.items()}, ctx)
+        shards.update(_start_epoch(spec, epoch))
+        train_logs = _train_epoch(spec, model, epoch, step_seconds)
         if average is not None and epoch >= spec.epochs - average_last:
             average.add(raw)
         val = spec.validate(raw)
-        record = {"epoch": epoch, **train_logs, **val,
-                  "epoch_seconds": round(time.perf_counter() - epoch_start, 2),
-                  "lr": spec.scheduler.get_last_lr()[0]}
-        history.append(record)
+        history.append({"epoch": epoch, **train_logs, **val,
+                        "epoch_seconds": round(time.perf_counter() - epoch_start, 2),
+                        "lr": spec.scheduler.get_last_lr()[0]})
         improved = average is None and val[spec.monitor] >= best  # a tie goes to the later epoch
         if improved:
             best, best_epoch = val[spec.monitor], epoch
         if ctx.is_main:
-            state = {k: v.detach().cpu() for k, v in raw.state_dict().items()}
-            meta = spec.meta(val)
-            if improved:
-                save_checkpoint(spec.out / "best.pt", spec.kind, state, spec.config, meta)
-            save_checkpoint(spec.out / "last.pt", spec.kind, state, spec.config, meta, train_state={
-                "optimizer": spec.optimizer.state_dict(), "scheduler": spec.scheduler.state_dict(),
-                "epoch": epoch, "history": history, "best": best,
-                **({"average": average.state()} if average is not None else {}),
-                **({"extra": spec.extra_state()} if spec.extra_state is not None else {})})
-            write_history(spec.out, history, spec.monitor)
-            if shards:
-                write_json(spec.out / "shards.json", {"world_size": ctx.world_size, "epochs": {
-                    str(e): {str(r): idx for r, idx in enumerate(per_rank)} for e, per_rank in shards.items()}})
-            summary = " ".join(f"{k}={v:.4f}" for k, v in record.items()
-                               if isinstance(v, float) and k not in ("lr",))
-            print(f"[{spec.kind}] epoch {epoch + 1}/{spec.epochs} {summary}", flush=True)
+            _save_epoch(spec, raw, val, history, best, improved, average, shards)
         barrier(ctx)
     if average is not None and average.count and best_epoch < spec.epochs:
         best, best_epoch = _keep_average(spec, raw, average, history), spec.epochs
     return {"history": history, "best": best, "best_epoch": best_epoch,
             "seconds": round(time.perf_counter() - started, 2),
             "step_ms_median": float(np.median(step_seconds) * 1000) if step_seconds else None}
+
+
+def _distributed(raw: nn.Module, ctx: DistContext) -> tuple[nn.Module, nn.Module]:
+    """(the model as trained, the model as saved): wrapped in DDP under torchrun (SyncBN on GPUs)."""
+    if not ctx.enabled:
+        return raw, raw
+    if ctx.device.type == "cuda":  # one BatchNorm statistic over all ranks (SyncBN is GPU-only)
+        raw = nn.SyncBatchNorm.convert_sync_batchnorm(raw)
+    ddp = nn.parallel.DistributedDataParallel(raw, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
+    return ddp, raw
+
+
+def _start_epoch(spec: FitSpec, epoch: int) -> dict[int, list[list[int]]]:
+    """Seed every generator from (seed, epoch, rank), so a resumed run replays the same epoch
+    exactly; returns which rows each rank trains on this epoch under DDP (for shards.json)."""
+    ctx = spec.ctx
+    seed = _epoch_seed(spec.seed, epoch, ctx.rank)
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    random.seed(seed)
+    if spec.augment is not None and hasattr(spec.augment, "set_random_seed"):
+        spec.augment.set_random_seed(seed)
+    sampler = spec.loader.sampler
+    if hasattr(sampler, "set_epoch"):
+        sampler.set_epoch(epoch)
+    generator = getattr(spec.loader, "generator", None)
+    if generator is not None:
+        generator.manual_seed(seed)
+    if not ctx.enabled:
+        return {}
+    return {epoch: gather_indices(list(iter(sampler))[:len(spec.loader) * spec.loader.batch_size], ctx)}
+
+
+def _train_epoch(spec: FitSpec, model: nn.Module, epoch: int, step_seconds: list[float]) -> dict[str, float]:
+    """One pass over the loader; the mean of each logged quantity (over ranks too)."""
+    from ceod.progress import progress_bar
+    model.train()
+    sums: dict[str, float] = {}
+    count = 0
+    first_step = epoch * len(spec.loader)
+    batches = progress_bar(spec.loader, total=len(spec.loader), desc=f"epoch {epoch + 1}/{spec.epochs}",
+                           disable=not (spec.progress and spec.ctx.is_main))
+    for batch in batches:
+        step_start = time.perf_counter()
+        loss, logs = spec.step(model, batch, epoch)
+        if not torch.isfinite(loss):
+            raise TrainingDiverged(
+                f"loss is {loss.item()} at epoch {epoch + 1}, step {first_step + count} "
+                f"(logs {logs}); the last good checkpoint is kept in {spec.out}. "
+                "Lower the learning rate or the loss term's weight.")
+        spec.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        spec.optimizer.step()
+        spec.scheduler.step()
+        step_seconds.append(time.perf_counter() - step_start)
+        for k, v in logs.items():
+            sums[k] = sums.get(k, 0.0) + v
+        count += 1
+    return all_reduce_mean({f"train_{k}": v / max(count, 1) for k, v in sums.items()}, spec.ctx)
+
+
+def _save_epoch(spec: FitSpec, raw: nn.Module, val: dict[str, float], history: list[dict], best: float,
+                improved: bool, average: WeightAverage | None, shards: dict[int, list[list[int]]]) -> None:
+    """best.pt (when improved), last.pt with everything a resume needs, history, shards, one line."""
+    state = {k: v.detach().cpu() for k, v in raw.state_dict().items()}
+    meta = spec.meta(val)
+    if improved:
+        save_checkpoint(spec.out / "best.pt", spec.kind, state, spec.config, meta)
+    save_checkpoint(spec.out / "last.pt", spec.kind, state, spec.config, meta, train_state={
+        "optimizer": spec.optimizer.state_dict(), "scheduler": spec.scheduler.state_dict(),
+        "epoch": history[-1]["epoch"], "history": history, "best": best,
+        **({"average": average.state()} if average is not None else {}),
+        **({"extra": spec.extra_state()} if spec.extra_state is not None else {})})
+    write_history(spec.out, history, spec.monitor)
+    if shards:
+        write_json(spec.out / "shards.json", {"world_size": spec.ctx.world_size, "epochs": {
+            str(e): {str(r): idx for r, idx in enumerate(per_rank)} for e, per_rank in shards.items()}})
+    summary = " ".join(f"{k}={v:.4f}" for k, v in history[-1].items() if isinstance(v, float) and k not in ("lr",))
+    print(f"[{spec.kind}] epoch {history[-1]['epoch'] + 1}/{spec.epochs} {summary}", flush=True)
 
 
 def _keep_average(spec: FitSpec, raw: nn.Module, average: WeightAverage, history: list[dict]) -> float:

@@ -1,6 +1,6 @@
 """Why does a classifier's validation AUROC swing or invert while its training loss falls?
 
-    python scripts/diagnose_validation.py RUN_FOLDER_OR_CHECKPOINT --data DATASET [--split-column C]
+    python experiments/scripts/diagnose_validation.py RUN_FOLDER_OR_CHECKPOINT --data DATASET [--split-column C]
 
 Separates the three suspects on one checkpoint (e.g. a run's last.pt):
 1. eval-mode BatchNorm statistics: AUROC with BatchNorm in eval mode (running statistics) and

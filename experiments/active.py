@@ -5,7 +5,7 @@ AOI, as a corrected pre-annotation would), against `start + rounds * per_round` 
 Same training budget for every run (fixed epochs, one batch of <= 16 per step), same fixed
 validation images, test IoU on the grouped test split.
 
-    python -m ceod.segmenter.active --data ../shared/data/casting --out runs/active --seeds 0,1,2
+    python -m ceod.experiments.active --data ../shared/data/casting --out runs/active --seeds 0,1,2
 
 Results land in OUT/results.json and OUT/results.md; finished runs are reused (resumable).
 """

@@ -1,7 +1,7 @@
 """Time-to-accuracy curves: cumulative training wall time vs validation balanced accuracy, read
 from the history.json of finished runs. Prints a table and saves a PNG beside it.
 
-    python scripts/time_to_accuracy.py --out docs/experiments/time-to-accuracy \
+    python experiments/scripts/time_to_accuracy.py --out docs/experiments/time-to-accuracy \
         "synthetic, simple CNN=runs/screen/synthetic/ce-simple-seed0" \
         "synthetic, Lite0=runs/screen/synthetic/ce-seed0"
 

@@ -2,7 +2,7 @@
 accuracy (mean ± std and the worst seed or fold), the best any threshold reaches on it (reported,
 never used), the audit's swap and shift flips, AOI attention and the step time.
 
-    python scripts/results_table.py runs/cv/casting-cv --variants ce,ceod-evidence --seeds 0,1,2
+    python experiments/scripts/results_table.py runs/cv/casting-cv --variants ce,ceod-evidence --seeds 0,1,2
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Training throughput on the casting images: where an epoch's time goes, and what channels_last buys.
 
-    python scripts/casting_throughput.py --casting ../shared/data/casting --out docs/experiments/casting-throughput
+    python experiments/scripts/casting_throughput.py --casting ../shared/data/casting --out docs/experiments/casting-throughput
 
 For each input size it measures, in one process and interleaved (so machine noise hits every
 variant alike): decoding + resizing (`load_split`, once per run: images stay in memory across

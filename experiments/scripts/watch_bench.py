@@ -2,7 +2,7 @@
 kind and delay of the alarm each change raises, CE against CEOD on the same changed streams, and
 the watch's throughput cost, measured interleaved in one run.
 
-    python scripts/watch_bench.py --demo runs/demo --out docs/experiments/watch
+    python experiments/scripts/watch_bench.py --demo runs/demo --out docs/experiments/watch
 
 Takes a finished `ceod demo` folder (its plain CE and CEOD runs, segmenter and data). Resumable:
 exports, streams and inspected runs already in --work are reused.

@@ -2,7 +2,7 @@
 becomes the packaged default. Reads only training logs, validation scores and the validation
 audit (never a test split); prints the table and the choice, and writes them as markdown.
 
-    python scripts/choose_default.py --screen synthetic=runs/screen/synthetic/{variant}-seed0 \
+    python experiments/scripts/choose_default.py --screen synthetic=runs/screen/synthetic/{variant}-seed0 \
         --screen casting=runs/cv/casting-cv/{variant}-seed0 \
         --candidates ceod-evidence,ceod-evidence-gated,ceod-gated --out docs/experiments/default-choice.md
 """

@@ -3,7 +3,7 @@ with one thread, once with two. Prints each run's per-epoch (train loss, val AUR
 they are identical. Seeds fix data order, augmentation and initialisation; the thread count (and
 the CPU's kernels) change the order of floating-point sums.
 
-    python scripts/determinism_check.py
+    python experiments/scripts/determinism_check.py
 """
 
 from __future__ import annotations
