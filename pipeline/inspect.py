@@ -514,12 +514,16 @@ class Inspector:
                 summary.errors += 1
             summary.records += 1
             log.write(record)
-        if self.watcher is not None:
-            self._drift(log, summary)
         log.flush()
+        if self.watcher is not None:
+            self.watcher.records_written()
+            self._drift(log, summary)
+            log.flush()
 
     def _drift(self, log: RecordLog, summary: Summary) -> None:
         """The watch's new alarms: a `drift` record each in the log, and one line on stderr."""
+        if not self.watcher.pending:  # read without the lock: a late alarm waits for the next batch
+            return
         from ceod.pipeline.watch import announce, drift_record
         stamp = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
         for alarm in self.watcher.drain():
