@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -63,3 +64,12 @@ def summarise(spec: DatasetSpec, results: list[dict[str, Any]], choices: dict[st
     lines.append("Training cost is not compared here (runs share the machine); `ceod bench` measures CE vs CEOD "
                  "step time interleaved in one process.")
     return "\n".join(lines) + "\n"
+
+
+def write_markdown(text: str, out: str | Path | None) -> None:
+    """Write a table to `out` (when given), then print it: written first, so a closed stdout
+    (`| head`) cannot lose the file."""
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(text)
+    print(text)

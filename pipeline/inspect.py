@@ -321,14 +321,9 @@ class Inspector:
         from collections import deque
         from concurrent.futures import ThreadPoolExecutor
 
-        from ceod.pipeline.watch import Watcher, check_report_folder
-        report_dir = Path(watch_report) if watch_report and self.watch_settings else None
-        if report_dir is not None:
-            check_report_folder(report_dir)
+        report_dir = self._start_watch(watch_report)
         log = RecordLog(log_path)
         summary = Summary(providers=self.model.providers)
-        if self.watch_settings:
-            self.watcher = Watcher(self.model, *self.watch_settings)
         overlay_dir = Path(overlays) if overlays else None
         if overlay_dir:
             overlay_dir.mkdir(parents=True, exist_ok=True)
@@ -420,15 +415,7 @@ class Inspector:
             self._skip(rest, reason, log, summary)
             restore()
             pool.shutdown(wait=False, cancel_futures=True)
-            if self.watcher is not None:
-                self.watcher.close()
-                try:
-                    self._drift(log, summary)
-                except LogWriteError:
-                    pass  # the run is already failing on this log; the alarms are in the report
-                if report_dir is not None:
-                    from ceod.pipeline.watch import write_report
-                    write_report(report_dir, self.watcher)
+            self._finish_watch(log, summary, report_dir)
             log.flush()
             log.close()
             if live and summary.records:
@@ -443,6 +430,31 @@ class Inspector:
             raise EmptySourceError(f"--source {source}: no input (no file, frame or path matched); check the "
                                    "folder, pattern or camera")
         return summary
+
+    def _start_watch(self, watch_report: str | Path | None) -> Path | None:
+        """A fresh drift watch for this run (where the inspector has one); the report folder,
+        refused now if it holds files the watch did not write."""
+        if not self.watch_settings:
+            return None
+        from ceod.pipeline.watch import Watcher, check_report_folder
+        report_dir = Path(watch_report) if watch_report else None
+        if report_dir is not None:
+            check_report_folder(report_dir)
+        self.watcher = Watcher(self.model, *self.watch_settings)
+        return report_dir
+
+    def _finish_watch(self, log: RecordLog, summary: Summary, report_dir: Path | None) -> None:
+        """The watch's last frames and samples measured, its alarms logged, its report written."""
+        if self.watcher is None:
+            return
+        self.watcher.close()
+        try:
+            self._drift(log, summary)
+        except LogWriteError:
+            pass  # the run is already failing on this log; the alarms are in the report
+        if report_dir is not None:
+            from ceod.pipeline.watch import write_report
+            write_report(report_dir, self.watcher)
 
     @staticmethod
     def _catch_signals(received: list[int], stop: threading.Event, wake: threading.Condition):

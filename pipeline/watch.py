@@ -26,7 +26,8 @@ import numpy as np
 from ceod.contracts.errors import CeodError
 from ceod.contracts.classes import is_anomaly
 from ceod.export.runtime import OnnxModel
-from ceod.export.watch import BY_NAME, KINDS, QUANTILES, Alarm, Monitor, frame_statistics, read_profile
+from ceod.export.drift import Alarm, Monitor
+from ceod.export.watch import BY_NAME, KINDS, QUANTILES, frame_statistics, read_profile
 
 REPORT_FILES = ("watch.json", "watch.html")
 FRAME_BATCH = 32  # judged frames whose every-frame statistics are measured together
@@ -126,7 +127,7 @@ class Watcher:
         self.frames_busy += time.perf_counter() - t0
 
     def _sample(self, job: tuple) -> None:
-        t0 = time.perf_counter()
+        t0 = time.thread_time()  # CPU time: at nice 19 the thread's wall time includes its waits
         index, source, image, heatmap = job
         try:
             aoi = self.segmenter.run([image])["aoi_logits"][0, 0] > 0
@@ -138,7 +139,7 @@ class Watcher:
         except Exception as exc:  # noqa: BLE001 - the watch never stops the inspection
             self.errors += 1
             self.last_error = f"{type(exc).__name__}: {str(exc)[:200]}"
-        self.busy += time.perf_counter() - t0
+        self.busy += time.thread_time() - t0
 
     def drain(self) -> list[Alarm]:
         """Alarms raised since the last call (for the log and stderr)."""
@@ -182,7 +183,15 @@ def drift_record(alarm: Alarm, model_id: str, stamp: str) -> dict[str, Any]:
             "status": "drift", "reason": alarm.message(BY_NAME[alarm.statistic].unit), "model": model_id,
             "kind": alarm.kind, "statistic": alarm.statistic, "frame": alarm.frame, "since_frame": alarm.since_frame,
             "reference_mean": round(alarm.reference_mean, 6), "window_mean": round(alarm.window_mean, 6),
-            "shift_sigma": round(alarm.shift_sigma, 3), "ks_d": round(alarm.ks_d, 4), "p_value": alarm.p_value}
+            "shift_sigma": round(alarm.shift_sigma, 3), "ks_d": _finite(alarm.ks_d, 4), "p_value": _finite(alarm.p_value),
+            "ceiling": alarm.ceiling}
+
+
+def _finite(value: float, digits: int | None = None) -> float | None:
+    """JSON has no NaN: a figure that does not apply (a ceiling alarm's p) is null."""
+    if not np.isfinite(value):
+        return None
+    return round(value, digits) if digits is not None else value
 
 
 def announce(alarm: Alarm) -> None:
@@ -204,7 +213,8 @@ def check_report_folder(folder: Path) -> None:
 def write_report(folder: Path, watcher: Watcher) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     report = watcher.report()
-    (folder / "watch.json").write_text(json.dumps(report, indent=1, default=float))
+    from ceod.contracts.metrics import strict_json
+    (folder / "watch.json").write_text(json.dumps(strict_json(report), indent=1, default=float, allow_nan=False))
     page = folder / "watch.html"
     page.write_text(render_html(report, watcher.monitor))
     return page

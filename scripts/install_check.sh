@@ -1,6 +1,5 @@
 #!/usr/bin/env bash
-# Install ceod the way users do, outside this checkout, and run it from there (issue: "CI installs
-# the way users do"):
+# Install ceod the way users do, outside this checkout, and run it from there:
 #   1. build the wheel; install it NON-editable with [train] into a fresh venv; synth, train, export;
 #   2. a second fresh venv with the base install only (the line PC: no torch) runs `ceod inspect`.
 # Prints what it checks; exits non-zero on the first failure. Used by .ci/run after `make test`.

@@ -78,3 +78,26 @@ def decoy_mnist(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("decoy") / "ds"
     synthesize_decoy_mnist(out, seed=0, progress=False)
     return out
+
+
+def run_ceod_on_a_line_pc(args: list[str]):
+    """`ceod ARGS` in a subprocess where every training-only package fails to import, as on a
+    line PC with `pip install ceod` only; asserts torch was never loaded. Returns the process."""
+    import subprocess
+    import sys
+    import textwrap
+    script = textwrap.dedent(f"""
+        import sys, importlib.abc
+        BLOCK = ("torch", "torchvision", "segmentation_models_pytorch", "albumentations", "timm",
+                 "matplotlib", "tqdm", "onnxscript")
+        class Blocker(importlib.abc.MetaPathFinder):
+            def find_spec(self, name, path, target=None):
+                if name.split(".")[0] in BLOCK:
+                    raise ImportError(f"{{name}} is not installed on a line PC")
+        sys.meta_path.insert(0, Blocker())
+        from ceod.pipeline.cli import main
+        rc = main({[str(a) for a in args]!r})
+        assert "torch" not in sys.modules
+        sys.exit(rc)
+    """)
+    return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)

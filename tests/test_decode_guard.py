@@ -1,4 +1,4 @@
-"""One decode guard for every path (issue 20, item 2): the declared size is read from the header
+"""One decode guard for every path: the declared size is read from the header
 of every format before decoding, with cv2 imported first (OpenCV's own limit then never applies),
 files over the size cap are refused unread, and OpenCV's exceptions become ceod's error."""
 

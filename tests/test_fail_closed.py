@@ -1,4 +1,4 @@
-"""A model whose metadata would judge parts wrongly is refused at load (issue 20, item 1); a
+"""A model whose metadata would judge parts wrongly is refused at load; a
 non-finite score is an error record, never a verdict; every record names the model that judged."""
 
 from __future__ import annotations

@@ -1,7 +1,6 @@
 import json
 import subprocess
 import sys
-import textwrap
 
 import cv2
 import numpy as np
@@ -120,23 +119,9 @@ def test_folders_matched_by_a_glob_are_walked(exported, tiny_dataset, tmp_path):
 
 
 def test_inspect_cli_imports_no_torch_and_needs_only_base_deps(exported, mixed_folder, tmp_path):
-    # Block every training-only package, as on a line PC with `pip install ceod` only.
-    script = textwrap.dedent(f"""
-        import sys, importlib.abc
-        BLOCK = ("torch", "torchvision", "segmentation_models_pytorch", "albumentations", "timm",
-                 "matplotlib", "tqdm", "onnxscript")
-        class Blocker(importlib.abc.MetaPathFinder):
-            def find_spec(self, name, path, target=None):
-                if name.split(".")[0] in BLOCK:
-                    raise ImportError(f"{{name}} is not installed on a line PC")
-        sys.meta_path.insert(0, Blocker())
-        from ceod.pipeline.cli import main
-        rc = main(["inspect", "--model", r"{exported['classifier']}", "--source", r"{mixed_folder}",
-                   "--log", r"{tmp_path / 'cli.jsonl'}", "--batch", "2", "--quiet"])
-        assert "torch" not in sys.modules
-        sys.exit(rc)
-    """)
-    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    from tests.conftest import run_ceod_on_a_line_pc
+    r = run_ceod_on_a_line_pc(["inspect", "--model", exported["classifier"], "--source", mixed_folder,
+                               "--log", tmp_path / "cli.jsonl", "--batch", "2", "--quiet"])
     assert r.returncode == 0, r.stderr
     assert f"{len(STATUS)} records" in r.stderr and "CPUExecutionProvider" in r.stderr and not r.stdout
     assert len((tmp_path / "cli.jsonl").read_text().splitlines()) == len(STATUS)

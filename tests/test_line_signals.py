@@ -1,4 +1,4 @@
-"""Exactly one record per input taken, promptly (issue 20, item 3): a partial batch waits at
+"""Exactly one record per input taken, promptly: a partial batch waits at
 most --max-wait-ms; SIGINT / SIGTERM at any moment leave one record per input taken (judged, or
 `skipped` with reason `interrupted`), none twice, valid JSON lines, and exit 130 / 143."""
 

@@ -1,5 +1,5 @@
 """Write failures are loud and never corrupt the log; every source form either yields its
-inputs or fails in one line (issue 20, item 4). Full disks are real: a file-size limit
+inputs or fails in one line. Full disks are real: a file-size limit
 (RLIMIT_FSIZE) makes the kernel refuse writes past it, as a full disk does."""
 
 from __future__ import annotations

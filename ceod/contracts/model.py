@@ -1,4 +1,4 @@
-"""The model metadata contract, stated once (DESIGN §5). Torch-free: trainers write it into
+"""The model metadata contract, stated once. Torch-free: trainers write it into
 checkpoints, `ceod export` copies it into the ONNX `metadata_props`, and the line runtime reads
 preprocessing, class names and the threshold back from there, never from a second file."""
 

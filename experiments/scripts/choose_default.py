@@ -13,6 +13,8 @@ import argparse
 import json
 from pathlib import Path
 
+from ceod.experiments.report import write_markdown
+
 CE_LIMIT = 0.5          # training CE at or below this from epoch FROM_EPOCH on (1-based)
 FROM_EPOCH = {"synthetic": 4}  # other screens: the last epoch only
 AUROC_TOLERANCE = 0.01  # validation AUROC within this of CE's on the same screen
@@ -71,10 +73,7 @@ def main() -> None:
               + " | mean val swap flips | centred | verdict |")
     lines = [header, "|---|" + "---|" * (len(screens) + 3), *rows, "", f"Chosen: {choice}"]
     text = "\n".join(lines) + "\n"
-    if args.out:  # written before printing: a closed stdout (| head) must not lose the file
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text)
-    print(text)
+    write_markdown(text, args.out)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ceod.experiments.report import write_markdown
+
 
 def _fmt(values: list[float], worst: str = "min") -> str:
     v = np.asarray([x for x in values if x is not None], float)
@@ -58,10 +60,7 @@ def main() -> None:
                 f"{r['splits'][s]['flip']['shift']:.3f}" for s in splits)
                 + f" | {r.get('val_audit', {}).get('swap', float('nan')):.3f} | {r['train_seconds']:.0f} |")
     text = "\n".join(lines) + "\n"
-    if args.out:  # written before printing: a closed stdout (| head) must not lose the file
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text)
-    print(text)
+    write_markdown(text, args.out)
 
 
 if __name__ == "__main__":
