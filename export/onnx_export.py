@@ -14,7 +14,7 @@ from torch import nn
 
 from ceod.training.checkpoint import load_checkpoint
 from ceod.data.loading import load_split
-from ceod.data.manifest import read_manifest
+from ceod.data.manifest import dataset_root, read_manifest
 from ceod.contracts.errors import CeodError
 from ceod.contracts.classes import decide, is_anomaly
 from ceod.data.imageio import normalize
@@ -102,9 +102,7 @@ def _to_onnx(model: nn.Module, example: torch.Tensor, path: Path, outputs: list[
 
 def _parity_images(meta: dict[str, Any], data: str | Path | None, n: int) -> np.ndarray:
     """Real images of the training data (at model size), or a clear error where none is found."""
-    root = Path(data or meta.get("data_path", ""))
-    if not (root / "manifest.csv").is_file():
-        raise CeodError(f"parity check needs real images: pass --data DATASET (tried {root})")
+    root = dataset_root(data, meta, "the parity check needs real images")
     manifest = read_manifest(root, meta.get("split_column", "split"), collect_only=True,
                              classes=meta.get("class_names") if meta.get("model_kind") == "classifier" else None)
     rows = manifest.split(meta.get("train_split", "train")) or manifest.samples

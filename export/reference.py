@@ -10,7 +10,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from ceod.contracts.model import class_names
-from ceod.data.manifest import read_manifest
+from ceod.data.manifest import dataset_root, read_manifest
 from ceod.data.splits import train_val
 from ceod.contracts.errors import CeodError
 from ceod.export.runtime import OnnxModel, classify
@@ -22,9 +22,7 @@ def reference_profile(payload: dict[str, Any], model_path: Path, data: str | Pat
                       segmenter: str | Path | None, limit: int) -> tuple[dict[str, str], dict[str, Any]]:
     """Metadata entries (key without the ceod. prefix -> value) and a short summary for the report."""
     meta, cfg = payload["meta"], payload["config"]
-    root = Path(data or meta.get("data_path", ""))
-    if not (root / "manifest.csv").is_file():
-        raise CeodError(f"the reference profile needs the validation images: pass --data DATASET (tried {root})")
+    root = dataset_root(data, meta, "the reference profile needs the validation images")
     manifest = read_manifest(root, cfg.get("split_column", "split"), skip_bad=True,
                              classes=list(class_names(meta)), train_split=cfg.get("train_split", "train"))
     _, rows = train_val(manifest, cfg.get("train_split", "train"), cfg.get("val_split", "val"),

@@ -6,10 +6,6 @@ a bad input gets an error record and the run goes on.
 
 from __future__ import annotations
 
-import csv
-import glob
-import json
-import os
 import signal
 import sys
 import threading
@@ -17,26 +13,20 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import cv2
 import numpy as np
 
 from ceod.contracts.classes import ANOMALY_CLASSES
 from ceod.contracts.errors import CeodError
-from ceod.data.imageio import ImageDecodeError, decode_image, read_file, resize_image
-from ceod.contracts.metrics import csv_safe, percentiles_ms
+from ceod.data.imageio import resize_image
+from ceod.contracts.metrics import percentiles_ms
 from ceod.export.runtime import OnnxModel, classify
+from ceod.pipeline.records import LogWriteError, RecordLog
+from ceod.pipeline.sources import Item, check_source, decode_item, iter_source
 
-VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".mov", ".m4v", ".webm"}
-
-
-@dataclass
-class Item:
-    source: str
-    image: np.ndarray | None
-    error: str | None
-    t0: float  # when decoding started (latency counts from here)
+__all__ = ["EmptySourceError", "Inspector", "RecordLog", "Summary", "check_source", "format_summary"]
 
 
 @dataclass
@@ -65,188 +55,17 @@ class Summary:
                 "failure": self.failure, "drift_alarms": self.drift_alarms}
 
 
-# ---------------------------------------------------------------- sources
-
-def iter_source(src: str, stdin=None) -> Iterator[tuple[str, Any]]:
-    """(source id, payload): payload is bytes for files, an ndarray for frames, or an Exception."""
-    if src == "-":
-        for line in (stdin or sys.stdin):
-            path = line.strip()
-            if path:
-                yield path, _read_bytes(path)
-        return
-    if src.startswith("camera:"):
-        index = camera_index(src)
-        yield from _frames(index, f"camera{index}", camera=True)
-        return
-    p = Path(src)
-    if p.is_dir():
-        yield from _folder(p)
-        return
-    if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES:
-        yield from _frames(str(p), p.name)
-        return
-    if p.is_file():
-        yield str(p), _read_bytes(p)
-        return
-    if any(c in src for c in "*?["):
-        for f in sorted(glob.glob(src, recursive=True)):
-            if Path(f).is_dir():  # a folder the pattern matched is walked, never skipped silently
-                yield from _folder(Path(f))
-            elif Path(f).is_file():
-                yield f, _read_bytes(f)
-        return
-    raise FileNotFoundError(f"--source {src}: not a folder, file, video, glob, camera:N or '-'")
-
-
-def camera_index(src: str) -> int:
-    value = src.split(":", 1)[1]
-    if not value.isdigit():
-        raise CeodError(f"--source {src}: a camera is camera:N with N a device number (camera:0)")
-    return int(value)
-
-
-def check_source(src: str) -> None:
-    """Fail before any model loads when --source names a path or camera that is not there."""
-    if src.startswith("camera:"):
-        camera_index(src)
-        return
-    if src == "-" or any(c in src for c in "*?[") or Path(src).exists():
-        return
-    raise FileNotFoundError(f"--source {src}: not a folder, file, video, glob, camera:N or '-'")
-
-
-def _folder(folder: Path) -> Iterator[tuple[str, Any]]:
-    """Every file under a folder, sorted, hidden files left out. Linked subfolders are followed
-    (a line's folder is often assembled from links), each real folder once: a link back up the
-    tree is not walked again."""
-    seen: set[str] = set()
-    files: list[str] = []
-    for top, dirs, names in os.walk(folder, followlinks=True):
-        real = os.path.realpath(top)
-        if real in seen:
-            dirs[:] = []
-            continue
-        seen.add(real)
-        dirs[:] = [d for d in dirs if not d.startswith(".")]
-        files += [os.path.join(top, n) for n in names if not n.startswith(".") and os.path.isfile(os.path.join(top, n))]
-    for f in sorted(files):
-        yield f, _read_bytes(f)
-
-
-def _read_bytes(path) -> Any:
-    try:
-        return read_file(path)
-    except ImageDecodeError as exc:
-        return exc
-
-
-def _frames(device, name: str, camera: bool = False) -> Iterator[tuple[str, Any]]:
-    if camera:  # OpenCV prints a warning per backend it tries; the error below says it in one line
-        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
-    cap = cv2.VideoCapture(device)
-    if not cap.isOpened():
-        if camera:  # nothing to inspect at all: a configuration error, not one bad input
-            raise CeodError(f"--source camera:{device}: no camera opens at that number")
-        yield name, ImageDecodeError("cannot open video/camera")
-        return
-    index = 0
-    try:
-        while True:
-            ok, frame = cap.read()
-            if not ok:
-                break
-            yield f"{name}#{index}", frame
-            index += 1
-    finally:
-        cap.release()
-
-
-def _decode(payload: Any) -> np.ndarray:
-    if isinstance(payload, Exception):
-        raise payload
-    if isinstance(payload, np.ndarray):  # a BGR video frame
-        return cv2.cvtColor(payload, cv2.COLOR_BGR2RGB)
-    return decode_image(payload)
-
-
-# ---------------------------------------------------------------- log
-
 class EmptySourceError(CeodError):
     """The source yielded no input: a typo in a line's configuration must not look like an idle line."""
 
     exit_code = 1
 
 
-class LogWriteError(CeodError):
-    """The log could not take a record (disk full, device gone): the run stops with exit 1."""
-
-    exit_code = 1
-
-
-class RecordLog:
-    """JSON lines or CSV, flushed after every batch so a crash or Ctrl-C loses nothing written.
-    `-` writes JSON lines to stdout (the records are all stdout carries); None writes nothing.
-
-    Each record goes out as one `write` of its whole line on an unbuffered file; if the write
-    fails (a full disk) the file is cut back to the end of the last whole line, so the log stays
-    valid, and the failure is one LogWriteError naming how many records it holds."""
-
-    FIELDS = ["time", "source", "verdict", "score", "latency_ms", "status", "reason", "model"]
-
-    def __init__(self, path: str | Path | None) -> None:
-        self.path = Path(path) if path and str(path) != "-" else None
-        self.stdout = str(path) == "-"
-        self.fh = None
-        self.csv = self.path is not None and self.path.suffix == ".csv"
-        self.written = 0  # records fully in the file
-        self.offset = 0  # bytes of whole lines
-        if self.path:
-            try:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                self.fh = self.path.open("wb", buffering=0)
-            except OSError as exc:
-                raise CeodError(f"cannot write the log {self.path}: {exc.strerror}; choose a writable --log") from None
-            if self.csv:
-                self._put(self._csv_line(self.FIELDS))
-
-    @staticmethod
-    def _csv_line(cells: list[Any]) -> bytes:
-        import io
-        buffer = io.StringIO()
-        csv.writer(buffer).writerow(cells)
-        # a file name that is not UTF-8 (surrogate-escaped by the OS layer) is kept readable, not lost
-        return buffer.getvalue().encode("utf-8", errors="backslashreplace")
-
-    def _put(self, line: bytes) -> None:
-        try:
-            done = self.fh.write(line)
-            if done != len(line):
-                raise OSError(28, "short write (disk full?)")
-        except OSError as exc:
-            try:
-                os.ftruncate(self.fh.fileno(), self.offset)
-            except OSError:
-                pass
-            raise LogWriteError(f"cannot write the log {self.path} ({exc.strerror or exc}) after "
-                                f"{self.written} records; the log is valid up to there") from None
-        self.offset += len(line)
-
-    def write(self, record: dict[str, Any]) -> None:
-        if self.stdout:
-            sys.stdout.write(json.dumps(record) + "\n")
-        elif self.fh is not None:
-            self._put(self._csv_line([csv_safe(record.get(k)) for k in self.FIELDS]) if self.csv
-                      else (json.dumps(record) + "\n").encode())
-        self.written += 1
-
-    def flush(self) -> None:
-        if self.stdout:
-            sys.stdout.flush()
-
-    def close(self) -> None:
-        if self.fh is not None:
-            self.fh.close()
+def _print_rate(summary: "Summary") -> float:
+    """The live rate on stderr (one line, rewritten); returns when it was printed."""
+    rate = summary.records / (time.perf_counter() - summary.started)
+    print(f"\r{summary.records} inspected, {summary.errors} errors, {rate:.1f}/s", end="", file=sys.stderr, flush=True)
+    return time.perf_counter()
 
 
 # ---------------------------------------------------------------- the run
@@ -335,14 +154,6 @@ class Inspector:
         stop = threading.Event()
         pool = ThreadPoolExecutor(max_workers=decoders, thread_name_prefix="ceod-decode")
 
-        def decode(sid: str, payload: Any, t0: float) -> Item:
-            try:
-                return Item(sid, _decode(payload), None, t0)
-            except ImageDecodeError as exc:
-                return Item(sid, None, str(exc), t0)
-            except Exception as exc:  # noqa: BLE001 - one bad input never ends the run
-                return Item(sid, None, f"{type(exc).__name__}: {exc}", t0)
-
         def read() -> None:
             try:
                 inputs = iter_source(source, stdin)
@@ -357,7 +168,7 @@ class Inspector:
                     with lock:
                         if state["closed"]:  # taken after the run closed: not ours to record
                             break
-                        future = pool.submit(decode, sid, payload, t0)
+                        future = pool.submit(decode_item, sid, payload, t0)
                         future.source_id = sid  # for its record if it is never decoded
                         taken.append(future)
                         summary.taken += 1
@@ -399,10 +210,7 @@ class Inspector:
                         taken.popleft()
                         slots.release()
                 if live and time.perf_counter() - last_print > 2.0:
-                    rate = summary.records / (time.perf_counter() - summary.started)
-                    print(f"\r{summary.records} inspected, {summary.errors} errors, {rate:.1f}/s",
-                          end="", file=sys.stderr, flush=True)
-                    last_print = time.perf_counter()
+                    last_print = _print_rate(summary)
         finally:
             stop.set()
             with lock:

@@ -115,15 +115,12 @@ class Watcher:
         t0 = time.perf_counter()
         index, source, small, score, heatmap, features = zip(*batch)
         try:
-            alarms = self.monitor.observe_frames(
+            self._raise(self.monitor.observe_frames(
                 np.array(index), list(source), np.array(score),
                 None if features[0] is None else np.stack(features),
-                None if small[0] is None else list(small), list(heatmap))
-            with self.lock:
-                self.pending += alarms
+                None if small[0] is None else list(small), list(heatmap)))
         except Exception as exc:  # noqa: BLE001 - the watch never stops the inspection
-            self.errors += 1
-            self.last_error = f"{type(exc).__name__}: {str(exc)[:200]}"
+            self._failed(exc)
         self.frames_busy += time.perf_counter() - t0
 
     def _sample(self, job: tuple) -> None:
@@ -132,14 +129,20 @@ class Watcher:
         try:
             aoi = self.segmenter.run([image])["aoi_logits"][0, 0] > 0
             values = frame_statistics(image, aoi, heatmap)
-            alarms = self.monitor.observe_sample(index, source, values)
-            with self.lock:
-                self.pending += alarms
+            self._raise(self.monitor.observe_sample(index, source, values))
             self.sampled += 1
         except Exception as exc:  # noqa: BLE001 - the watch never stops the inspection
-            self.errors += 1
-            self.last_error = f"{type(exc).__name__}: {str(exc)[:200]}"
+            self._failed(exc)
         self.busy += time.thread_time() - t0
+
+    def _raise(self, alarms: list[Alarm]) -> None:
+        with self.lock:
+            self.pending += alarms
+
+    def _failed(self, exc: Exception) -> None:
+        """Counted and reported in watch.json; the inspection goes on."""
+        self.errors += 1
+        self.last_error = f"{type(exc).__name__}: {str(exc)[:200]}"
 
     def drain(self) -> list[Alarm]:
         """Alarms raised since the last call (for the log and stderr)."""

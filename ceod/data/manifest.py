@@ -108,6 +108,15 @@ def _fail(bad: list[BadRow], skip_bad: bool, what: str) -> None:
     raise DatasetError(f"{bad[0]}{more}. Fix the row, or pass --skip-bad to skip bad rows.")
 
 
+def dataset_root(data: str | Path | None, meta: dict[str, Any], why: str) -> Path:
+    """The dataset a model was trained on (`data`, else the path its metadata recorded), or an
+    error naming what needs it and the flag that gives it."""
+    root = Path(data or meta.get("data_path", ""))
+    if not (root / "manifest.csv").is_file():
+        raise DatasetError(f"{why}: pass --data DATASET (tried {root})")
+    return root
+
+
 def read_manifest(root: str | Path, split_column: str = "split", skip_bad: bool = False,
                   require_aoi: bool = False, collect_only: bool = False,
                   classes: Sequence[str] | None = None, train_split: str = "train") -> Manifest:
