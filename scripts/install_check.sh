@@ -38,10 +38,10 @@ print('   trained the pretrained', m['backbone'], 'from the installed weights wh
 "$T" export --model seg --out segmenter.onnx
 "$T" export --model run --out model.onnx --heatmap --features --segmenter segmenter.onnx
 "$WORK/train/bin/python" - <<'PY'
-import ceod.classifier.train, ceod.config
+import ceod.classifier.train, ceod.contracts.config
 assert "site-packages" in ceod.classifier.train.__file__, ceod.classifier.train.__file__
 print("   ceod.classifier from", ceod.classifier.train.__file__)
-print("   packaged configs at", ceod.config.CONFIG_DIR)
+print("   packaged configs at", ceod.contracts.config.CONFIG_DIR)
 PY
 
 step "line PC: fresh venv, pip install ceod (base only: no torch)"
