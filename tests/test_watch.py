@@ -246,3 +246,22 @@ def test_evidence_mostly_outside_the_aoi_is_reported_as_a_level_once():
         ceilings = [a for a in monitor.alarms if a.ceiling is not None]
         assert len(ceilings) == expected and all(a.kind == "evidence" for a in ceilings)
         assert [a for a in monitor.alarms if a.ceiling is None] == []  # nothing moved
+
+
+def test_synth_stream_cli_changes_at_the_frame_asked_and_refuses_bad_input(tmp_path, capsys):
+    import csv
+
+    import cv2
+
+    from ceod.pipeline.cli import main
+    assert main(["synth", "stream", str(tmp_path / "s"), "--preset", "tiny", "--frames", "40", "--change", "lamp",
+                 "--at", "25"]) == 0
+    rows = list(csv.DictReader((tmp_path / "s" / "stream.csv").open()))
+    assert len(rows) == 40 and [r["changed"] for r in rows].index("1") == 25
+    before = np.mean([cv2.imread(str(tmp_path / "s" / r["image"])).mean() for r in rows[:25]])
+    after = np.mean([cv2.imread(str(tmp_path / "s" / r["image"])).mean() for r in rows[25:]])
+    assert after < 0.85 * before  # the lamp dims to 0.75
+    assert main(["synth", "stream", str(tmp_path / "t"), "--change", "rain"]) == 2
+    assert main(["synth", "stream", str(tmp_path / "s"), "--frames", "4"]) == 2  # never over a stream
+    assert main(["inspect", "--model", "m.onnx", "--source", str(tmp_path), "--watch-report", "r"]) == 2
+    assert "--watch-report needs --watch" in capsys.readouterr().err
