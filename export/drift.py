@@ -19,12 +19,11 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-import cv2
 import numpy as np
 
 from ceod.contracts.errors import CeodError
-from ceod.export.watch import (BY_NAME, KINDS, MATERIAL_KS_D, QUANTILES, STATISTICS, feature_distance,
-                               background_statistics)
+from ceod.export.watch import (BY_NAME, KINDS, MATERIAL_KS_D, QUANTILES, STATISTICS, background_statistics,
+                               feature_distance, heat_shares, region_cover)
 
 
 def kolmogorov_p(d: float, n: float, one_sided: bool = False) -> float:
@@ -146,6 +145,11 @@ class _Window:
         return np.roll(self.frames, -start), np.roll(self.values, -start)
 
 
+def check_alpha(alpha: float) -> None:
+    if not 0 < alpha < 1:
+        raise CeodError(f"--watch-alpha {alpha}: a probability in (0, 1)")
+
+
 class Monitor:
     """Rolling windows of every statistic the profile holds, tested against it as values arrive.
     Not thread-safe: the caller serialises `observe`."""
@@ -154,8 +158,7 @@ class Monitor:
 
     def __init__(self, profile: dict[str, Any], block: dict[str, Any] | None, alpha: float = 0.01,
                  sample_every: int = 10, check_every: int = 64, history: int = 20_000) -> None:
-        if not 0 < alpha < 1:
-            raise CeodError(f"--watch-alpha {alpha}: a probability in (0, 1)")
+        check_alpha(alpha)
         self.profile, self.block = profile, block
         self.stats = [s for s in STATISTICS if s.name in profile["statistics"]
                       and (s.name != "feature_distance" or block is not None)]
@@ -215,14 +218,11 @@ class Monitor:
         if evidence is not None and region is not None:
             backed = [k for k, e in enumerate(evidence) if e is not None]
             if backed:
-                heat = evidence[backed[0]]
-                if self._cover is None or self._cover.shape != heat.shape:
-                    self._cover = cv2.resize(region.astype(np.float32), heat.shape[::-1], interpolation=cv2.INTER_AREA)
-                heats = np.clip(np.stack([evidence[k] for k in backed]).astype(np.float32), 0, None)
-                totals = heats.sum(axis=(1, 2))
-                with np.errstate(invalid="ignore", divide="ignore"):
-                    shares = np.where(totals > 1e-12, (heats * self._cover).sum(axis=(1, 2)) / totals, np.nan)
-                new += self._add_many("evidence_background", frames[backed], shares, [sources[k] for k in backed])
+                heats = np.stack([evidence[k] for k in backed])
+                if self._cover is None or self._cover.shape != heats.shape[1:]:
+                    self._cover = region_cover(region, heats.shape[1:])
+                new += self._add_many("evidence_background", frames[backed], heat_shares(heats, self._cover),
+                                      [sources[k] for k in backed])
         return new
 
     def observe_sample(self, frame: int, source: str, values: dict[str, float]) -> list[Alarm]:

@@ -31,6 +31,7 @@ from typing import Any, Callable, Iterable
 import cv2
 import numpy as np
 
+from ceod.contracts.classes import is_anomaly
 from ceod.contracts.errors import CeodError
 from ceod.data.imageio import resize_image
 
@@ -145,25 +146,36 @@ def background_statistics(images: list[np.ndarray], region: np.ndarray) -> dict[
     return region_statistics(np.stack([thumbnail(im) for im in images]), region, "background")
 
 
-def heat_share(heatmap: np.ndarray, region: np.ndarray | None = None, cover: np.ndarray | None = None) -> float:
-    """The share of a heatmap's (ReLU'd) mass that lies in a region (bool mask, any size), or in
-    `cover` (the region's share of each heatmap cell, precomputed); NaN for an all-zero map."""
-    heat = np.clip(np.asarray(heatmap, np.float32), 0, None)
-    total = float(heat.sum())
-    if not (total > 1e-12 and np.isfinite(total)):
-        return float("nan")
-    if cover is None:
-        cover = cv2.resize(region.astype(np.float32), heat.shape[::-1], interpolation=cv2.INTER_AREA)
-    return float((heat * cover).sum() / total)
+def region_cover(region: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """A region's (bool mask, any size) share of each cell of a heatmap of `shape`."""
+    return cv2.resize(np.asarray(region, np.float32), shape[::-1], interpolation=cv2.INTER_AREA)
+
+
+def heat_shares(heatmaps: np.ndarray, cover: np.ndarray) -> np.ndarray:
+    """The share of each heatmap's (ReLU'd) mass [N,h,w] that lies in `cover` (`region_cover`);
+    NaN for an all-zero map."""
+    heat = np.clip(np.asarray(heatmaps, np.float32), 0, None)
+    totals = heat.sum(axis=(1, 2))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(totals > 1e-12, (heat * cover).sum(axis=(1, 2)) / totals, np.nan)
+
+
+def _analysis_view(image: np.ndarray, aoi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A frame and its AOI (bool or 0/1, any size) at ANALYSIS_SIZE: grey uint8 and bool."""
+    s = ANALYSIS_SIZE
+    inside = cv2.resize(np.asarray(aoi, np.uint8), (s, s), interpolation=cv2.INTER_NEAREST) > 0
+    return _grey(image, s), inside
 
 
 def frame_statistics(image: np.ndarray, aoi: np.ndarray, heatmap: np.ndarray | None) -> dict[str, float]:
     """The sampled-frame statistics of one RGB uint8 frame, its AOI (bool or 0/1, any size) and,
     where the model exports one, its heatmap [h,w]. NaN where a statistic does not exist (no
     outside region, an empty AOI, an all-zero heatmap)."""
+    return _view_statistics(*_analysis_view(image, aoi), heatmap)
+
+
+def _view_statistics(grey: np.ndarray, inside: np.ndarray, heatmap: np.ndarray | None) -> dict[str, float]:
     s = ANALYSIS_SIZE
-    grey = _grey(image, s)
-    inside = cv2.resize(np.asarray(aoi, np.uint8), (s, s), interpolation=cv2.INTER_NEAREST) > 0
     # the part's edge and its shadow are not background: leave a margin around the AOI
     outside = cv2.erode((~inside).astype(np.uint8), np.ones((3, 3), np.uint8), iterations=2) > 0
     nan = float("nan")
@@ -176,14 +188,13 @@ def frame_statistics(image: np.ndarray, aoi: np.ndarray, heatmap: np.ndarray | N
         ys, xs = np.nonzero(inside)
         out["aoi_cx"], out["aoi_cy"] = float(xs.mean() + 0.5) / s, float(ys.mean() + 0.5) / s
     if heatmap is not None:
-        out["evidence_outside"] = heat_share(heatmap, ~inside)
+        out["evidence_outside"] = float(heat_shares(heatmap[None], region_cover(~inside, heatmap.shape))[0])
     return out
 
 
 def backs_a_verdict(class_names: tuple[str, ...], verdicts: np.ndarray) -> np.ndarray:
     """Which frames' heatmaps speak for their verdict: the defect verdicts of an ok/def model
     (its heatmap is the defect class's), every frame of a K-class one (the predicted class's)."""
-    from ceod.contracts.classes import is_anomaly
     if not is_anomaly(class_names):
         return np.ones(len(verdicts), bool)
     return np.asarray(verdicts) == 1
@@ -256,13 +267,11 @@ def build_profile(classify: Callable[[list[np.ndarray]], dict[str, np.ndarray]],
         judged = outputs.get("judged", np.ones(len(pending), bool))
         for k, (image, aoi) in enumerate(pending):
             evidence = heat[k] if heat is not None and judged[k] else None
-            for name, v in frame_statistics(image, aoi, evidence).items():
+            grey, inside = _analysis_view(image, aoi)
+            for name, v in _view_statistics(grey, inside, evidence).items():
                 values[name].append(v)
             if evidence is not None:
                 heatmaps.append(evidence)
-            s = ANALYSIS_SIZE
-            grey = _grey(image, s)
-            inside = cv2.resize(np.asarray(aoi, np.uint8), (s, s), interpolation=cv2.INTER_NEAREST) > 0
             histogram[:] += np.bincount(grey[~inside] // 16, minlength=16)[:16]
             small = cv2.resize(np.asarray(aoi, np.uint8), (BACKGROUND_SIZE,) * 2, interpolation=cv2.INTER_NEAREST)
             near_aoi[:] += cv2.dilate(small, margin) > 0
@@ -281,7 +290,9 @@ def build_profile(classify: Callable[[list[np.ndarray]], dict[str, np.ndarray]],
     if region.mean() >= MIN_BACKGROUND:
         for name, v in region_statistics(np.stack(thumbnails), region, "background").items():
             values[name] = [float(x) for x in v]
-        values["evidence_background"] = [heat_share(h, region) for h in heatmaps]
+        if heatmaps:
+            shares = heat_shares(np.stack(heatmaps), region_cover(region, heatmaps[0].shape))
+            values["evidence_background"] = [float(x) for x in shares]
     block = None
     if len(features) >= 30:
         block, distances = feature_whitening(np.stack(features))

@@ -89,11 +89,11 @@ class Inspector:
         self.threshold = self.model.info.threshold if threshold is None else threshold
         self.model_id = self.model.identity  # which model judged each part, in every record
         self.segmenter = OnnxModel(segmenter, provider, threads) if segmenter else None
-        self.watch_settings = None
+        self.watch_setup = None
         if watch:
-            from ceod.pipeline.watch import watch_segmenter
-            seg = watch_segmenter(self.model, watch, provider, watch_every, watch_budget, watch_alpha)
-            self.watch_settings = (seg, watch_every, watch_budget, watch_alpha, watch_queue)
+            from ceod.pipeline.watch import prepare_watch
+            self.watch_setup = prepare_watch(self.model, watch, provider, watch_every, watch_budget, watch_alpha,
+                                             watch_queue)
         self.watcher = None  # the drift watch of the current run
 
     def infer(self, images: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
@@ -108,8 +108,7 @@ class Inspector:
         small = None
         if self.watcher is not None:
             small = [resize_image(im, self.model.info.input_size) for im in images]
-            images = small
-        x = self.model.prepare(images)
+        x = self.model.prepare(images if small is None else small)
         if self.segmenter is not None:
             # Two-stage alternative: segment, then blank the outside of the AOI (mean colour = 0).
             aoi = self.segmenter.run(images)["aoi_logits"][:, 0] > 0
@@ -242,13 +241,13 @@ class Inspector:
     def _start_watch(self, watch_report: str | Path | None) -> Path | None:
         """A fresh drift watch for this run (where the inspector has one); the report folder,
         refused now if it holds files the watch did not write."""
-        if not self.watch_settings:
+        if self.watch_setup is None:
             return None
         from ceod.pipeline.watch import Watcher, check_report_folder
         report_dir = Path(watch_report) if watch_report else None
         if report_dir is not None:
             check_report_folder(report_dir)
-        self.watcher = Watcher(self.model, *self.watch_settings)
+        self.watcher = Watcher(self.model, self.watch_setup)
         return report_dir
 
     def _finish_watch(self, log: RecordLog, summary: Summary, report_dir: Path | None) -> None:

@@ -18,54 +18,64 @@ import sys
 import threading
 import time
 from collections import deque
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ceod.contracts.errors import CeodError
-from ceod.contracts.classes import is_anomaly
 from ceod.export.runtime import OnnxModel
-from ceod.export.drift import Alarm, Monitor
-from ceod.export.watch import BY_NAME, KINDS, QUANTILES, frame_statistics, read_profile
+from ceod.export.drift import Alarm, Monitor, check_alpha
+from ceod.export.watch import BY_NAME, KINDS, QUANTILES, backs_a_verdict, frame_statistics, read_profile
 
 REPORT_FILES = ("watch.json", "watch.html")
 FRAME_BATCH = 32  # judged frames whose every-frame statistics are measured together
 
 
-def watch_segmenter(model: OnnxModel, segmenter: str | Path, provider: str, every: int, budget: float,
-                    alpha: float) -> OnnxModel:
-    """Check the watch's settings and the model's profile, and load the segmenter (one intra-op
-    thread): everything that can refuse the watch does so before the first frame."""
+@dataclass(frozen=True)
+class WatchSetup:
+    """What a watch needs, checked and loaded once (an inspector's runs share it)."""
+
+    segmenter: OnnxModel  # one intra-op thread
+    profile: dict[str, Any]
+    block: dict[str, Any] | None
+    every: int = 10
+    budget: float = 0.05
+    alpha: float = 0.01
+    queue_size: int = 4
+
+
+def prepare_watch(model: OnnxModel, segmenter: str | Path, provider: str, every: int, budget: float,
+                  alpha: float, queue_size: int = 4) -> WatchSetup:
+    """Check the watch's settings, read the model's profile and load the segmenter: everything that
+    can refuse the watch does so before the first frame."""
     if every < 1:
         raise CeodError(f"--watch-every {every}: sample every N >= 1 frames")
     if not 0 < budget <= 1:
         raise CeodError(f"--watch-budget {budget}: a share of the inspection time in (0, 1]")
-    if not 0 < alpha < 1:
-        raise CeodError(f"--watch-alpha {alpha}: a probability in (0, 1)")
-    read_profile(model.info.raw, str(model.path))
+    check_alpha(alpha)
+    profile, block = read_profile(model.info.raw, str(model.path))
     seg = OnnxModel(segmenter, provider, threads=1)
     if seg.info.kind != "segmenter":
         raise CeodError(f"--watch {segmenter} is a {seg.info.kind} model; give the exported segmenter")
-    return seg
+    return WatchSetup(seg, profile, block, every, budget, alpha, queue_size)
 
 
 class Watcher:
-    def __init__(self, model: OnnxModel, segmenter: OnnxModel, every: int = 10, budget: float = 0.05,
-                 alpha: float = 0.01, queue_size: int = 4) -> None:
-        profile, block = read_profile(model.info.raw, str(model.path))
-        self.segmenter = segmenter
-        self.anomaly = is_anomaly(model.info.class_names)  # ok/def: the heatmap is the defect class's
-        self.monitor = Monitor(profile, block, alpha, sample_every=every)
+    def __init__(self, model: OnnxModel, setup: WatchSetup) -> None:
+        self.segmenter = setup.segmenter
+        self.classes = model.info.class_names
+        self.monitor = Monitor(setup.profile, setup.block, setup.alpha, sample_every=setup.every)
         self.unwatched = [f"{name}: the model has no {output} output (export it with --{output})"
                           for name, output in (("evidence_outside and evidence_background", "heatmap"),
                                                ("feature_distance", "features"))
                           if output not in model.info.outputs]
-        self.every, self.budget = every, budget
+        self.every, self.budget = setup.every, setup.budget
         self.lock = threading.Lock()
         self.pending: list[Alarm] = []
         self.handed: deque = deque()  # judged frames not measured yet
-        self.jobs: queue.Queue = queue.Queue(maxsize=queue_size)
+        self.jobs: queue.Queue = queue.Queue(maxsize=setup.queue_size)
         self.started = time.perf_counter()
         self.busy = 0.0  # the sampling's time: the budget's measure
         self.frames_busy = 0.0  # the every-frame statistics' time
@@ -79,15 +89,15 @@ class Watcher:
         """One judged frame (`image` as decoded, `small` at the model's input size), measured with
         the next batch; every `every`th also offered for sampling. The heatmap counts as evidence
         only where it backs the verdict (`backs_a_verdict`)."""
-        if heatmap is not None and self.anomaly and verdict != 1:  # as backs_a_verdict
-            heatmap = None
-        self.handed.append((index, source, small, score, heatmap, features))
+        self.handed.append((index, source, small, score, verdict, heatmap, features))
         if index % self.every:
             return
         self.offered += 1
         if self.busy > self.budget * (time.perf_counter() - self.started):
             self.over_budget += 1
             return
+        if heatmap is not None and not backs_a_verdict(self.classes, [verdict])[0]:
+            heatmap = None
         try:
             self.jobs.put_nowait((index, source, image, heatmap))
         except queue.Full:
@@ -113,12 +123,14 @@ class Watcher:
         if not batch:
             return
         t0 = time.perf_counter()
-        index, source, small, score, heatmap, features = zip(*batch)
+        index, source, small, score, verdict, heatmap, features = zip(*batch)
+        backed = backs_a_verdict(self.classes, verdict)
         try:
             self._raise(self.monitor.observe_frames(
                 np.array(index), list(source), np.array(score),
                 None if features[0] is None else np.stack(features),
-                None if small[0] is None else list(small), list(heatmap)))
+                None if small[0] is None else list(small),
+                [h if b else None for h, b in zip(heatmap, backed)]))
         except Exception as exc:  # noqa: BLE001 - the watch never stops the inspection
             self._failed(exc)
         self.frames_busy += time.perf_counter() - t0
