@@ -47,7 +47,6 @@ def classifier_stage(cfg: ClassifierConfig, data: str | Path, seed: int, ctx: Di
 
     def check(train: LoadedSplit, val: LoadedSplit) -> None:
         classes = train.classes
-        found["anomaly"] = is_anomaly(classes)
         found["val_warnings"] = validation_warnings(val.samples, classes)
         if ctx.is_main:
             for warning in found["val_warnings"]:
@@ -55,7 +54,7 @@ def classifier_stage(cfg: ClassifierConfig, data: str | Path, seed: int, ctx: Di
                             f"the kept model is the mean of the last {cfg.train.average_last} epochs' weights"
                             if cfg.train.average_last else
                             "the best-validation epoch may be a lucky one: set train.average_last")
-        if not found["anomaly"] and (cfg.loss.target in ANOMALY_ONLY_TARGETS or cfg.loss.apply_to == "def"):
+        if not is_anomaly(classes) and (cfg.loss.target in ANOMALY_ONLY_TARGETS or cfg.loss.apply_to == "def"):
             raise ConfigError(f"config keys 'loss.target: {cfg.loss.target}' / 'loss.apply_to: {cfg.loss.apply_to}' "
                               f"need the ok/def classes; this data has {list(classes)}: use target label, "
                               "predicted or all, and apply_to all")
@@ -67,7 +66,8 @@ def classifier_stage(cfg: ClassifierConfig, data: str | Path, seed: int, ctx: Di
                         missing, len(train), first.row, first.image.name, cfg.loss.kind)
 
     def build(train: LoadedSplit, val: LoadedSplit, loader, fp: str) -> StageParts:
-        classes, anomaly = train.classes, found["anomaly"]
+        classes = train.classes
+        anomaly = is_anomaly(classes)
         val_masks = mask_source(val.samples, cfg.input_size) if mask_source else val.aoi
         # channels_last: CPU convolutions run faster in NHWC (docs/results.md: 1.4x the images/s)
         model = build_classifier(cfg.model, len(classes), cfg.input_size).to(memory_format=torch.channels_last)
