@@ -32,17 +32,26 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     try:
-        return args.handler(args)
+        code = args.handler(args)
     except (CeodError, FileExistsError, FileNotFoundError, PermissionError) as exc:
         print(f"ceod {args.command}: error: {_one_line(exc)}", file=sys.stderr)
-        return getattr(exc, "exit_code", 2)
+        code = getattr(exc, "exit_code", 2)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return 130
+        code = 130
     except BrokenPipeError:  # `ceod inspect ... | head -1`: the reader is gone, nothing to report
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
-        return 141
+        code = 141
+    return _leave(code)
+
+def _leave(code: int) -> int:
+    """A command that ran under torchrun ends here, past the interpreter's teardown (see
+    `exit_after_group`); looked up without importing torch, which `ceod inspect` never loads."""
+    distributed = sys.modules.get("ceod.training.distributed")
+    if distributed is not None:
+        distributed.exit_after_group(code)
+    return code
 
 
 if __name__ == "__main__":

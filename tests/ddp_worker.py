@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 
-from ceod.training.distributed import init_distributed, shutdown  # noqa: E402
+from ceod.training.distributed import distributed_run, exit_after_group  # noqa: E402
 from ceod.classifier.config import ClsModelConfig, LossConfig  # noqa: E402
 from ceod.classifier.loss import CEODLoss  # noqa: E402
 from ceod.classifier.model import build_classifier  # noqa: E402
@@ -31,21 +31,21 @@ def make(loss_kind: str, gradcam: str):
 
 
 def main(out: str, loss_kind: str, gradcam: str) -> None:
-    ctx = init_distributed()
-    model, loss = make(loss_kind, gradcam)
-    ddp = nn.parallel.DistributedDataParallel(model)
-    opt = torch.optim.SGD(ddp.parameters(), lr=0.1)
-    x, m, y = fixed_batch()
-    half = len(x) // ctx.world_size
-    sl = slice(ctx.rank * half, (ctx.rank + 1) * half)
-    logits, feats = ddp(x[sl], return_features=True)
-    loss(ddp, logits, feats, m[sl], y[sl]).total.backward()  # one ordinary backward
-    grads = {k: p.grad.clone() for k, p in model.named_parameters()}
-    opt.step()
-    torch.save({"grads": grads, "params": {k: v.clone() for k, v in model.state_dict().items()}},
-               Path(out) / f"rank{ctx.rank}.pt")
-    shutdown(ctx)
-
+    with distributed_run() as ctx:
+        model, loss = make(loss_kind, gradcam)
+        ddp = nn.parallel.DistributedDataParallel(model)
+        opt = torch.optim.SGD(ddp.parameters(), lr=0.1)
+        x, m, y = fixed_batch()
+        half = len(x) // ctx.world_size
+        sl = slice(ctx.rank * half, (ctx.rank + 1) * half)
+        logits, feats = ddp(x[sl], return_features=True)
+        loss(ddp, logits, feats, m[sl], y[sl]).total.backward()  # one ordinary backward
+        grads = {k: p.grad.clone() for k, p in model.named_parameters()}
+        opt.step()
+        torch.save({"grads": grads, "params": {k: v.clone() for k, v in model.state_dict().items()}},
+                   Path(out) / f"rank{ctx.rank}.pt")
+        print(f"rank {ctx.rank}: step written", file=sys.stderr, flush=True)
 
 if __name__ == "__main__":
     main(*sys.argv[1:4])
+    exit_after_group(0)

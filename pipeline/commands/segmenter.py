@@ -27,16 +27,13 @@ def train(a: argparse.Namespace) -> int:
     from ceod.contracts.config import load_config, parse_sets
     from ceod.segmenter.config import SegmenterConfig
     from ceod.segmenter.train import train_segmenter
-    from ceod.training.distributed import init_distributed, shutdown
+    from ceod.training.distributed import distributed_run
     cfg = load_config(SegmenterConfig, a.config, "segmenter.yaml", {
         "train.epochs": a.epochs, "split_column": a.split_column, "input_size": a.input_size, **parse_sets(a.set)})
-    ctx = init_distributed()
-    try:
+    with distributed_run() as ctx:
         summary = train_segmenter(cfg, a.data, a.out, seed=a.seed, max_train_images=a.max_train_images,
                                   skip_bad=a.skip_bad, filters=filters(a.filter), resume=a.resume,
                                   force_resume=a.force, ctx=ctx)
-    finally:
-        shutdown(ctx)
     if summary:
         print(f"best epoch {summary['best_epoch'] + 1}: val IoU {summary['best'].get('val_iou', float('nan')):.4f}; "
               f"{summary['train_images']} training images, {summary['train_seconds']:.0f} s; {a.out}/best.pt")

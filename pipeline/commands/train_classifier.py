@@ -26,18 +26,15 @@ def run(a: argparse.Namespace) -> int:
     from ceod.classifier.train import train_classifier
     from ceod.contracts.config import load_config, parse_sets
     from ceod.pipeline.masks import mask_source
-    from ceod.training.distributed import init_distributed, shutdown
+    from ceod.training.distributed import distributed_run
     cfg = load_config(ClassifierConfig, a.config, "classifier.yaml", {
         "loss.kind": a.loss, "train.epochs": a.epochs, "split_column": a.split_column, "input_size": a.input_size,
         **parse_sets(a.set)})
-    ctx = init_distributed()
-    label, source = mask_source(a.masks, Path(a.out) / "cache")
-    try:
+    with distributed_run() as ctx:
+        label, source = mask_source(a.masks, Path(a.out) / "cache")
         summary = train_classifier(cfg, a.data, a.out, seed=a.seed, mask_source=source, mask_label=label,
                                    skip_bad=a.skip_bad, filters=filters(a.filter), max_train_images=a.max_train_images,
                                    resume=a.resume, force_resume=a.force, ctx=ctx)
-    finally:
-        shutdown(ctx)
     if summary:
         best = summary["best"]
         kept = (f"kept the mean of the last {best['averaged_epochs']} epochs' weights" if "averaged_epochs" in best
