@@ -4,8 +4,9 @@ The every-frame statistics are measured on the inspecting thread, 32 frames at a
 vectorised, after those frames' records are written (some 20 microseconds a frame: a second
 thread doing it costs more, in GIL hand-overs and in the inference threads it interrupts). The
 segmenter runs on sampled frames on the watch's own thread (one intra-op thread, lowest CPU
-priority): a frame is offered every `every` frames, only while the sampling's busy time stays
-within `budget` of the wall time, and only if its queue has room. Neither holds a verdict.
+priority): a frame is offered every `every` frames, only while all the watch's work (the
+sampling's CPU time and the every-frame statistics' time together) stays within `budget` of the
+wall time, and only if its queue has room. Neither holds a verdict.
 Imports numpy, OpenCV and onnxruntime only.
 """
 
@@ -77,8 +78,8 @@ class Watcher:
         self.handed: deque = deque()  # judged frames not measured yet
         self.jobs: queue.Queue = queue.Queue(maxsize=setup.queue_size)
         self.started = time.perf_counter()
-        self.busy = 0.0  # the sampling's time: the budget's measure
-        self.frames_busy = 0.0  # the every-frame statistics' time
+        self.busy = 0.0  # the sampling's CPU time
+        self.frames_busy = 0.0  # the every-frame statistics' time; with busy, what the budget bounds
         self.offered = self.sampled = self.over_budget = self.queue_full = self.errors = 0
         self.last_error: str | None = None
         self.thread = threading.Thread(target=self._work, daemon=True, name="ceod-watch")
@@ -93,7 +94,7 @@ class Watcher:
         if index % self.every:
             return
         self.offered += 1
-        if self.busy > self.budget * (time.perf_counter() - self.started):
+        if self.busy + self.frames_busy > self.budget * (time.perf_counter() - self.started):
             self.over_budget += 1
             return
         if heatmap is not None and not backs_a_verdict(self.classes, [verdict])[0]:
@@ -175,9 +176,10 @@ class Watcher:
         return {**monitor, "sampling": {
             "every": self.every, "budget": self.budget, "offered": self.offered, "sampled": self.sampled,
             "skipped_over_budget": self.over_budget, "skipped_queue_full": self.queue_full, "errors": self.errors,
-            "last_error": self.last_error, "watch_busy_seconds": round(self.busy, 3),
-            "watch_busy_share": round(self.busy / seconds, 4) if seconds > 0 else None,
+            "last_error": self.last_error, "sampling_busy_seconds": round(self.busy, 3),
             "every_frame_statistics_seconds": round(self.frames_busy, 3),
+            "watch_busy_share": round((self.busy + self.frames_busy) / seconds, 4) if seconds > 0 else None,
+            "watch_seconds": round(seconds, 3),
             "segmenter": self.segmenter.identity, "segmenter_providers": self.segmenter.providers},
             "not_watched": self.unwatched}
 

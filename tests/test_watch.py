@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from ceod.export.drift import Monitor, window_test
-from ceod.export.watch import QUANTILES, ProfileError, frame_statistics, read_profile, to_props
+from ceod.export.watch import QUANTILES, ProfileError, frame_statistics, part_position, read_profile, to_props
 
 
 def _reference(values: np.ndarray) -> dict:
@@ -103,6 +103,33 @@ def test_frame_statistics_measure_outside_the_aoi_only():
     assert frame_statistics(image, aoi, heat)["evidence_outside"] == pytest.approx(0.0, abs=1e-6)
     empty = frame_statistics(image, np.zeros_like(aoi), np.zeros((4, 4), np.float32))
     assert np.isnan(empty["aoi_cx"]) and np.isnan(empty["evidence_outside"]) and empty["aoi_area"] == 0
+
+
+def test_part_position_follows_the_part_not_the_belt_texture_or_the_lamp():
+    """The every-frame proxy of the AOI's centroid: a bright disk on a striped belt, moved right
+    by 5 % of the frame, moves it most of that way; the lamp dimming every grey level does not."""
+    import cv2
+    rng = np.random.default_rng(3)
+    region = np.zeros((32, 32), bool)
+    region[:, :5] = region[:, -5:] = True  # the side strips no part comes near
+
+    def frames(shift: float, lamp: float = 1.0) -> np.ndarray:
+        out = []
+        for _ in range(50):
+            g = np.full((32, 32), 90.0) + 12.0 * (np.arange(32) % 4 < 2)[None, :] + rng.normal(0, 3, (32, 32))
+            cx, cy = 16 + rng.uniform(-1.5, 1.5) + shift * 32, 16 + rng.uniform(-1.5, 1.5)
+            cv2.circle(g, (int(round(cx)), int(round(cy))), 7, 200.0, -1)
+            out.append(np.clip(g * lamp, 0, 255).astype(np.uint8))
+        return np.stack(out)
+
+    before, after, dimmed = (part_position(frames(shift, lamp), region) for shift, lamp in
+                             ((0.0, 1.0), (0.05, 1.0), (0.0, 0.75)))
+    moved = np.nanmean(after["part_cx"]) - np.nanmean(before["part_cx"])
+    assert 0.025 <= moved <= 0.065, moved  # the belt's own departures pull it back a little
+    assert abs(np.nanmean(after["part_cy"]) - np.nanmean(before["part_cy"])) < 0.01
+    assert abs(np.nanmean(dimmed["part_cx"]) - np.nanmean(before["part_cx"])) < 0.01
+    flat = part_position(np.full((2, 32, 32), 90, np.uint8), region)
+    assert np.isnan(flat["part_cx"]).all()  # nothing departs from the background: no position
 
 
 def test_profile_round_trip_and_damaged_profiles_are_refused():
@@ -201,6 +228,35 @@ def test_a_fixture_outside_the_part_raises_a_scene_alarm_after_it_appears(watche
     assert "outside the AOI" in scene[0]["reason"] and scene[0]["verdict"] is None
     # drift records are extra: every frame still has exactly one verdict record
     assert len([r for r in records if r["status"] == "ok"]) == 400
+
+
+def test_the_budget_bounds_the_sampling_by_all_the_watchs_work(watched, tmp_path):
+    """The segmenter gets a frame only while the sampling and the every-frame statistics together
+    stay within the budget: every-frame statistics over it alone stop the sampling."""
+    from ceod.export.runtime import OnnxModel
+    from ceod.pipeline.watch import Watcher, prepare_watch
+    model = OnnxModel(watched["model"], "cpu")
+    watcher = Watcher(model, prepare_watch(model, watched["segmenter"], "cpu", every=1, budget=0.05, alpha=0.01))
+    frame = np.full((64, 64, 3), 120, np.uint8)
+    watcher.frames_busy = 1e6  # as if the every-frame statistics had taken all the time there was
+    watcher.frame(0, "a.png", frame, frame, 0.1, 0, None, None)
+    assert (watcher.offered, watcher.over_budget, watcher.jobs.qsize()) == (1, 1, 0)
+    watcher.frames_busy = 0.0
+    watcher.frame(1, "b.png", frame, frame, 0.1, 0, None, None)
+    watcher.close()
+    assert (watcher.offered, watcher.over_budget, watcher.sampled) == (2, 1, 1)
+
+
+def test_inspection_at_full_speed_reports_what_the_budget_counted(watched, tmp_path):
+    from ceod.pipeline.inspect import Inspector
+    inspector = Inspector(watched["model"], "cpu", watch=watched["segmenter"], watch_every=1, watch_budget=0.05)
+    inspector.run(str(_stream(watched["root"], "none") / "frames"), tmp_path / "log.jsonl", batch=1, live=False,
+                  watch_report=tmp_path / "watch")
+    s = json.loads((tmp_path / "watch" / "watch.json").read_text())["sampling"]
+    assert s["offered"] == 400 and 1 <= s["sampled"] < 400 and s["skipped_over_budget"] > 0, s
+    assert s["every_frame_statistics_seconds"] > 0
+    share = (s["sampling_busy_seconds"] + s["every_frame_statistics_seconds"]) / s["watch_seconds"]
+    assert s["watch_busy_share"] == pytest.approx(share, abs=0.01), s
 
 
 def test_watch_refuses_a_model_without_profile_and_a_foreign_report_folder(watched, tiny_classifier_run, tmp_path):

@@ -33,7 +33,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                           "`drift` records in the log and a line on stderr")
     ins.add_argument("--watch-every", type=int, default=10, help="offer every Nth frame to the watch's segmenter")
     ins.add_argument("--watch-budget", type=float, default=0.05,
-                     help="most of the wall time the watch's thread may be busy (a sample is skipped beyond it)")
+                     help="most of the wall time the watch may take, every-frame statistics and sampled "
+                          "segmenter together (a sample is skipped beyond it)")
     ins.add_argument("--watch-alpha", type=float, default=0.01,
                      help="false alarms allowed per 10,000 in-distribution frames (Bonferroni over every test)")
     ins.add_argument("--watch-report", metavar="FOLDER",
