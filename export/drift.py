@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 
 from ceod.contracts.errors import CeodError
-from ceod.export.watch import (BY_NAME, KINDS, MATERIAL_KS_D, QUANTILES, STATISTICS, background_statistics,
-                               feature_distance, heat_shares, region_cover)
+from ceod.export.watch import (BY_NAME, KINDS, MATERIAL_KS_D, QUANTILES, STATISTICS,
+                               feature_distance, heat_shares, region_cover, thumbnail, thumbnail_statistics)
 
 
 def kolmogorov_p(d: float, n: float, one_sided: bool = False) -> float:
@@ -195,25 +195,25 @@ class Monitor:
 
     def observe_frame(self, frame: int, source: str, score: float, features: np.ndarray | None,
                       image: np.ndarray | None = None, evidence: np.ndarray | None = None) -> list[Alarm]:
-        """One judged frame (`observe_frames` with a batch of one)."""
+        """One judged frame (`observe_frames` with a batch of one; `image` at the model's input size)."""
         return self.observe_frames(np.array([frame]), [source], np.array([score]),
                                    None if features is None else features[None],
-                                   None if image is None else [image], [evidence])
+                                   None if image is None else thumbnail(image)[None], [evidence])
 
     def observe_frames(self, frames: np.ndarray, sources: list[str], scores: np.ndarray,
-                       features: np.ndarray | None, images: list[np.ndarray] | None = None,
+                       features: np.ndarray | None, thumbs: np.ndarray | None = None,
                        evidence: list[np.ndarray | None] | None = None) -> list[Alarm]:
-        """A batch of judged frames: the every-frame statistics, vectorised. `images` at the
-        model's input size give the background ones; `evidence` (each frame's heatmap where it
-        backs a defect verdict, else None) the evidence one."""
+        """A batch of judged frames: the every-frame statistics, vectorised. `thumbs`, the
+        frames' `thumbnail`s, give the background and part-position ones; `evidence` (each
+        frame's heatmap where it backs a defect verdict, else None) the evidence one."""
         frames = np.asarray(frames)
         self.frames += len(frames)
         new = self._add_many("score", frames, np.asarray(scores, np.float64), sources)
         if features is not None and "feature_distance" in self.windows:
             new += self._add_many("feature_distance", frames, self.features_distance(features), sources)
         region = self.background_region
-        if images is not None and region is not None:
-            for name, values in background_statistics(images, region).items():
+        if thumbs is not None and region is not None:
+            for name, values in thumbnail_statistics(thumbs, region).items():
                 new += self._add_many(name, frames, values, sources)
         if evidence is not None and region is not None:
             backed = [k for k, e in enumerate(evidence) if e is not None]

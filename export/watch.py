@@ -143,11 +143,6 @@ def thumbnail(image: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(small, cv2.COLOR_RGB2GRAY)
 
 
-def background_statistics(images: list[np.ndarray], region: np.ndarray) -> dict[str, np.ndarray]:
-    """The every-frame statistics of frames at the model's input size (`thumbnail_statistics`)."""
-    return thumbnail_statistics(np.stack([thumbnail(im) for im in images]), region)
-
-
 def thumbnail_statistics(thumbs: np.ndarray, region: np.ndarray) -> dict[str, np.ndarray]:
     """Grey level and texture in the background region, the cells reference AOIs hardly ever
     came near (`region`, [BACKGROUND_SIZE]^2 bool), and where the part sits (`part_position`), of
@@ -161,16 +156,17 @@ def part_position(thumbs: np.ndarray, region: np.ndarray) -> dict[str, np.ndarra
     texture), in shares of the width and height; NaN where nothing departs. A proxy of the AOI's
     centroid that moves with the camera or the fixture."""
     g = np.asarray(thumbs, np.float32)
-    inside = np.asarray(region, bool)
-    level = g[:, inside].mean(axis=1)[:, None, None]
-    departure = np.abs(g - level)
-    texture = departure[:, inside].mean(axis=1)[:, None, None]
-    weight = np.clip(departure - texture, 0, None)
-    total = weight.sum(axis=(1, 2))
-    centres = (np.arange(g.shape[-1], dtype=np.float32) + 0.5) / g.shape[-1]
+    size = g.shape[-1]
+    g = g.reshape(len(g), -1)
+    inside = np.asarray(region, np.float32).reshape(-1)
+    inside /= inside.sum()
+    departure = np.abs(g - (g @ inside)[:, None])
+    weight = np.maximum(departure - (departure @ inside)[:, None], 0)
+    total = weight.sum(axis=1)
+    centres = (np.arange(size, dtype=np.float32) + 0.5) / size
     with np.errstate(invalid="ignore", divide="ignore"):
-        cx = np.where(total > 0, (weight.sum(axis=1) * centres).sum(axis=1) / total, np.nan)
-        cy = np.where(total > 0, (weight.sum(axis=2) * centres).sum(axis=1) / total, np.nan)
+        cx = np.where(total > 0, weight @ np.tile(centres, size) / total, np.nan)
+        cy = np.where(total > 0, weight @ np.repeat(centres, size) / total, np.nan)
     return {"part_cx": cx, "part_cy": cy}
 
 

@@ -83,7 +83,7 @@ def write_report(out: Path, f: dict[str, Any]) -> Path:
                            f"{a['shift_sigma']:+.1f} sigma" for a in w["alarms"]) or "none"
         L += [f"`ceod inspect --watch` on a line whose lamp dims at frame {w['stream']['at']} of "
               f"{w['stream']['frames']}: {w['drift_alarms']} drift alarm(s): {alarms}. Sampled "
-              f"{w['sampling']['sampled']} frames for the segmenter (watch thread busy "
+              f"{w['sampling']['sampled']} frames for the segmenter (the watch busy "
               f"{w['sampling']['watch_busy_share']} of the run). Charts: `watch/watch.html`.", ""]
     L += ["## 5. Benchmark", "", (out / "bench" / "bench.md").read_text().split("\n", 2)[2], "",
           "![latency](bench/bench.png)", ""]

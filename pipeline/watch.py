@@ -28,7 +28,7 @@ import numpy as np
 from ceod.contracts.errors import CeodError
 from ceod.export.runtime import OnnxModel
 from ceod.export.drift import Alarm, Monitor, check_alpha
-from ceod.export.watch import BY_NAME, KINDS, QUANTILES, backs_a_verdict, frame_statistics, read_profile
+from ceod.export.watch import BY_NAME, KINDS, QUANTILES, backs_a_verdict, frame_statistics, read_profile, thumbnail
 
 REPORT_FILES = ("watch.json", "watch.html")
 FRAME_BATCH = 32  # judged frames whose every-frame statistics are measured together
@@ -89,8 +89,13 @@ class Watcher:
               heatmap: np.ndarray | None, features: np.ndarray | None) -> None:
         """One judged frame (`image` as decoded, `small` at the model's input size), measured with
         the next batch; every `every`th also offered for sampling. The heatmap counts as evidence
-        only where it backs the verdict (`backs_a_verdict`)."""
-        self.handed.append((index, source, small, score, verdict, heatmap, features))
+        only where it backs the verdict (`backs_a_verdict`). Only the frame's thumbnail is kept,
+        made now while `small` is still in the CPU's cache: a batch of frames at model size
+        revisited later costs more in cache misses than the statistics themselves."""
+        t0 = time.perf_counter()
+        self.handed.append((index, source, None if small is None else thumbnail(small), score, verdict, heatmap,
+                            features))
+        self.frames_busy += time.perf_counter() - t0
         if index % self.every:
             return
         self.offered += 1
@@ -124,13 +129,13 @@ class Watcher:
         if not batch:
             return
         t0 = time.perf_counter()
-        index, source, small, score, verdict, heatmap, features = zip(*batch)
+        index, source, thumbs, score, verdict, heatmap, features = zip(*batch)
         backed = backs_a_verdict(self.classes, verdict)
         try:
             self._raise(self.monitor.observe_frames(
                 np.array(index), list(source), np.array(score),
                 None if features[0] is None else np.stack(features),
-                None if small[0] is None else list(small),
+                None if thumbs[0] is None else np.stack(thumbs),
                 [h if b else None for h, b in zip(heatmap, backed)]))
         except Exception as exc:  # noqa: BLE001 - the watch never stops the inspection
             self._failed(exc)
