@@ -1,7 +1,7 @@
 """`ceod inspect --watch SEGMENTER.onnx`: the drift watch beside the line runtime.
 
 The every-frame statistics are measured on the inspecting thread, 32 frames at a time and
-vectorised, after those frames' records are written (some 20 microseconds a frame: a second
+vectorised, after those frames' records are written (some 25 microseconds a frame: a second
 thread doing it costs more, in GIL hand-overs and in the inference threads it interrupts). The
 segmenter runs on sampled frames on the watch's own thread (one intra-op thread, lowest CPU
 priority): a frame is offered every `every` frames, only while all the watch's work (the
@@ -89,9 +89,9 @@ class Watcher:
               heatmap: np.ndarray | None, features: np.ndarray | None) -> None:
         """One judged frame (`image` as decoded, `small` at the model's input size), measured with
         the next batch; every `every`th also offered for sampling. The heatmap counts as evidence
-        only where it backs the verdict (`backs_a_verdict`). Only the frame's thumbnail is kept,
-        made now while `small` is still in the CPU's cache: a batch of frames at model size
-        revisited later costs more in cache misses than the statistics themselves."""
+        only where it backs the verdict (`backs_a_verdict`). Only the frame's 1 KB thumbnail is kept,
+        made now while `small` is in the CPU's cache, not a batch of model-size frames read again
+        later; its time counts in the budget."""
         t0 = time.perf_counter()
         self.handed.append((index, source, None if small is None else thumbnail(small), score, verdict, heatmap,
                             features))
