@@ -13,15 +13,13 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import statistics
 import sys
-import time
 from pathlib import Path
 
 from ceod.export.onnx_export import export_run
 from ceod.experiments.report import write_markdown
-from ceod.pipeline.inspect import Inspector
 from ceod.data.synth import config_for, synthesize_stream
+from watch_throughput import inspect, throughput
 
 # Two ways to run the default sampling (every 10th frame): `line-rate`, where the time budget
 # does not bind (a line slower than budget / segmenter time per sample, about 20 frames/s on this
@@ -30,10 +28,6 @@ from ceod.data.synth import config_for, synthesize_stream
 MODES = {"line-rate": {"watch_every": 10, "watch_budget": 1.0, "watch_queue": 100_000},
          "saturated": {"watch_every": 10, "watch_budget": 0.05, "watch_queue": 4}}
 # change -> the kind of alarm it should raise
-# the throughput comparison: the same stream inspected with each setting in turn, round by round
-# ("off, again" is the control: its ratio to "off" is what the machine's own noise makes of no change)
-THROUGHPUT = {"off": None, "off, again": None, "every-frame statistics only": {"watch_budget": 1e-6},
-              "budget 2 %": {"watch_budget": 0.02}, "default (budget 5 %)": {"watch_budget": 0.05}}
 EXPECTED = {"belt": "scene", "lamp": "scene", "fixture": "scene", "camera": "aoi", "defect_rate": "score",
             "dirt": "scene"}
 
@@ -65,52 +59,6 @@ def streams(work: Path, frames_id: int, frames_change: int, at: int) -> dict[str
             synthesize_stream(folder, cfg, seed=202, frames=frames_change, change=change, at=at, progress=False)
         out[change] = {"folder": folder, "change": change, "at": at}
     return out
-
-
-def inspect(model: Path, segmenter: Path | None, folder: Path, out: Path, **watch: float) -> dict:
-    inspector = Inspector(model, "cpu", watch=segmenter, **watch)
-    out.mkdir(parents=True, exist_ok=True)
-    log = out / "log.jsonl"
-    start = time.perf_counter()
-    summary = inspector.run(str(folder / "frames"), log, batch=1, live=False,
-                            watch_report=(out / "watch") if segmenter else None)
-    seconds = time.perf_counter() - start
-    drift = [json.loads(line) for line in log.read_text().splitlines() if '"drift"' in line]
-    latency = {k: round(v, 3) for k, v in summary.as_dict().items() if k in ("p50_ms", "p95_ms", "p99_ms")}
-    result = {"frames": summary.records, "seconds": round(seconds, 3),
-              "throughput_per_s": round(summary.records / seconds, 2), **latency,
-              "providers": summary.providers, "drift": drift}
-    if segmenter:
-        result["sampling"] = json.loads((out / "watch" / "watch.json").read_text())["sampling"]
-    return result
-
-
-def throughput(models: dict[str, Path], folder: Path, work: Path, rounds: int) -> dict:
-    """Each THROUGHPUT setting in turn, round after round (so a slow spell of the machine hits
-    all of them), the order rotated by one each round (so no setting always runs first), then
-    per setting the median throughput, its ratio to the median without the watch, and the
-    median of the rounds' latency percentiles."""
-    runs: dict[str, list[dict]] = {name: [] for name in THROUGHPUT}
-    names = list(THROUGHPUT)
-    for k in range(rounds):
-        for name in names[k % len(names):] + names[:k % len(names)]:
-            setting = THROUGHPUT[name]
-            r = inspect(models["ceod"], None if setting is None else models["segmenter"], folder,
-                        work / f"{k}-{names.index(name)}", **(setting or {}))
-            runs[name].append(r)
-            print(f"round {k}: {name} {r['throughput_per_s']} /s", file=sys.stderr, flush=True)
-    base = statistics.median(r["throughput_per_s"] for r in runs["off"])
-    out = {}
-    for name, rs in runs.items():
-        median = statistics.median(r["throughput_per_s"] for r in rs)
-        out[name] = {"per_s": [r["throughput_per_s"] for r in rs], "median_per_s": round(median, 1),
-                     "ratio": round(median / base, 3),
-                     **{q: round(statistics.median(r[q] for r in rs), 3) for q in ("p50_ms", "p95_ms", "p99_ms")}}
-        if "sampling" in rs[0]:
-            out[name]["watch_busy_share"] = round(statistics.median(r["sampling"]["watch_busy_share"] for r in rs), 4)
-            out[name]["sampled_per_round"] = [r["sampling"]["sampled"] for r in rs]
-    return {"frames": runs["off"][0]["frames"], "rounds": rounds, "provider": runs["off"][0]["providers"][0],
-            "settings": out}
 
 
 def main() -> int:
