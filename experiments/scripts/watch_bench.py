@@ -92,9 +92,10 @@ def main() -> int:
         r = inspect(models[model], models["segmenter"], stream["folder"], a.work / "logs" / mode / model / name,
                     **watch)
         r.update({"change": stream["change"], "at": stream["at"], "expected_kind": EXPECTED.get(stream["change"])})
-        first = {}
+        first = {}  # the first change alarm of each kind (a ceiling alarm is a level, counted apart below)
         for d in r["drift"]:
-            first.setdefault(d["kind"], d)
+            if d.get("ceiling") is None:
+                first.setdefault(d["kind"], d)
         r["first_by_kind"] = {k: {"frame": d["frame"], "since_frame": d["since_frame"], "statistic": d["statistic"],
                                   "delay": None if stream["at"] is None else d["frame"] - stream["at"]}
                               for k, d in first.items()}
@@ -111,25 +112,7 @@ def main() -> int:
     return 0
 
 
-def split_levels(results: dict) -> dict:
-    """Runs recorded before the ceiling alarms were counted apart: move them out of false_alarms
-    and first_by_kind (a ceiling alarm is the only kind whose since_frame is its own frame on
-    evidence_outside)."""
-    for r in results["runs"].values():
-        if "level_alarms" in r:
-            continue
-        r["level_alarms"] = [d for d in r["false_alarms"] if d.get("ceiling") is not None]
-        r["false_alarms"] = [d for d in r["false_alarms"] if d.get("ceiling") is None]
-        first = r["first_by_kind"].get("evidence")
-        if first and first["statistic"] == "evidence_outside" and first["frame"] == first["since_frame"]:
-            r["level_alarms"] = r["level_alarms"] or [{"frame": first["frame"], "statistic": "evidence_outside",
-                                                       "ceiling": 0.5}]
-            del r["first_by_kind"]["evidence"]
-    return results
-
-
 def markdown(results: dict) -> str:
-    results = split_levels(results)
     s = results["settings"]
     lines = [f"# Drift watch bench (synthetic line)\n",
              f"Modes: {s['modes']}; alpha {s['alpha']} per 10,000 frames, onnxruntime {s['provider']}, batch 1. "
@@ -140,8 +123,7 @@ def markdown(results: dict) -> str:
     for key, r in results["runs"].items():
         mode, model, stream = key.split("/")
         alarms = "; ".join(f"{k}: {v['frame']} ({'+' if v['delay'] is not None and v['delay'] >= 0 else ''}"
-                           f"{v['delay']}), {v['statistic']}" for k, v in r["first_by_kind"].items()
-                           if not (k == "evidence" and v["frame"] == v["since_frame"])) or "none"
+                           f"{v['delay']}), {v['statistic']}" for k, v in r["first_by_kind"].items()) or "none"
         level = f"frame {r['level_alarms'][0]['frame']}" if r["level_alarms"] else "-"
         sm = r["sampling"]
         lines.append(f"| {mode} | {model} | {stream} | {r['expected_kind'] or '-'} | {alarms} | {len(r['false_alarms'])} | {level} | "
