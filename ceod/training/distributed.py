@@ -85,7 +85,7 @@ def shutdown(ctx: DistContext, *, completed: bool = True) -> None:
 def exit_after_group(code: int) -> None:
     """End a process that ran a process group with `code`, skipping the interpreter's teardown.
 
-    With torch 2.14.1 on CPU about 1 torchrun launch in 100 ends with one rank aborting after
+    With torch 2.14.1 on CPU about 2 torchrun launches in 100 end with one rank aborting after
     every line of Python has run (SIGABRT, "terminate called without an active exception", no
     Python frame): a C++ static torn down at interpreter exit. The rank's work is done and
     written by then, so the exit code must not lie about it. Files written with `with` are
