@@ -70,9 +70,12 @@ def write_report(out: Path, f: dict[str, Any]) -> Path:
           f"(ratio {tc['step_ms_median'] / tp['step_ms_median']:.2f}).", ""]
     ex = f["export"]
     L += ["## 4. Export and line inspection", "",
-          "| model | exporter | precision | max abs diff vs torch | decision agreement |", "|---|---|---|---|---|"]
+          "| model | exporter | precision | max abs diff vs torch | decision agreement (decided) | within the margin (flipped) |",
+          "|---|---|---|---|---|---|"]
     for name, r in ex.items():
-        L.append(f"| {name} | {r['exporter']} | {r['precision']} | {r['max_abs_diff']:.2e} | {r['decision_agreement']:.4f} |")
+        L.append(f"| {name} | {r['exporter']} | {r['precision']} | {r['max_abs_diff']:.2e} | "
+                 f"{r['decision_agreement']:.6f} ({r.get('decided', '?')}) | {r.get('within_margin', '?')} "
+                 f"({r.get('within_margin_flipped', '?')}) |")
     s = f["inspect"]
     L += ["", f"`ceod inspect` over `test_shift` (ONNX, batch 8): {s['records']} records, {s['ok']} ok, {s['def']} def, "
           f"{s['errors']} errors; latency p50 {s['p50_ms']:.2f} ms, p95 {s['p95_ms']:.2f} ms, p99 {s['p99_ms']:.2f} ms; "

@@ -79,6 +79,7 @@ def test_parity_detects_a_mismatch(exported, tiny_classifier_run, tiny_dataset):
     images = load_split(read_manifest(tiny_dataset).split("train")[:8], 64).images
     report = parity(model, exported["classifier"], images, payload["meta"], "classifier", fp16=False)
     assert not report["passed"] and report["max_abs_diff"] > 0.5
+    assert report["failure"].startswith("max abs diff") and "'logits'" in report["failure"]
 
 
 def test_fp16_export(tiny_classifier_run, tmp_path):
@@ -100,3 +101,99 @@ def test_parity_gate_covers_the_heatmap(exported, tiny_classifier_run, tiny_data
     bad = parity(model, exported["classifier"], images, payload["meta"], "classifier", fp16=False)
     assert bad["max_abs_diff_per_output"]["logits"] < 1e-3 <= bad["max_abs_diff_per_output"]["heatmap"]
     assert not bad["passed"]
+
+
+def _planted_run(run, out, plant) -> tuple:
+    """A copy of `run` whose checkpoint `plant(payload, model, images)` edited in place: a model
+    whose decision on one parity image sits within 1e-7 of changing."""
+    import shutil
+    from ceod.data.imageio import normalize
+    from ceod.export.onnx_export import _parity_images, _torch_model
+    from ceod.training.checkpoint import save_checkpoint
+    shutil.copytree(run, out)
+    payload = load_checkpoint(out)
+    model, _ = _torch_model(payload, heatmap=False)
+    meta = dict(payload["meta"], model_kind=payload["ceod"]["kind"])
+    images = _parity_images(meta, None, 32)  # the images export_run's parity check reads
+    x = torch.from_numpy(normalize(images, meta["mean"], meta["std"]))
+    plant(payload, model, x)
+    save_checkpoint(out / "best.pt", payload["ceod"]["kind"], payload["state_dict"], payload["config"],
+                    payload["meta"])
+    return images, x
+
+
+def _onnx_outputs(path, x):
+    return OnnxModel(path, provider="cpu").run_tensor(x.numpy())
+
+
+def test_a_pixel_logit_planted_at_zero_exports_and_a_flip_inside_the_margin_is_not_refused(
+        tiny_segmenter_run, tmp_path):
+    """The fp32 rule of before (every pixel keeps its sign) refused a correct segmenter on a CPU
+    whose sums run in another order; a pixel decided by less than the tolerance is counted, not judged."""
+    key = {}
+
+    def plant(payload, model, x):
+        with torch.no_grad():
+            logits = model(x)
+        flat = logits.abs().flatten().argmin()  # the pixel nearest its boundary already
+        key["pixel"] = np.unravel_index(int(flat), logits.shape)
+        name = [k for k in payload["state_dict"] if k.startswith("segmentation_head") and k.endswith("bias")][0]
+        payload["state_dict"][name] = payload["state_dict"][name] - logits[key["pixel"]]
+        key["bias"] = name
+
+    images, x = _planted_run(tiny_segmenter_run, tmp_path / "seg", plant)
+    payload = load_checkpoint(tmp_path / "seg")
+    from ceod.export.onnx_export import _torch_model
+    model, _ = _torch_model(payload, heatmap=False)
+    with torch.no_grad():
+        planted = float(model(x)[key["pixel"]])
+    assert abs(planted) < 1e-6  # planted within float rounding of zero
+    report = export_run(tmp_path / "seg", tmp_path / "seg.onnx")
+    assert report["passed"] and report["within_margin"] >= 1 and report["failure"] is None
+    # The other CPU's sum order, made deterministic: move torch's side of that pixel across zero
+    # (1e-6, a thousandth of the tolerance) away from where onnxruntime put it.
+    got = float(_onnx_outputs(tmp_path / "seg.onnx", x)["aoi_logits"][key["pixel"]])
+    target = -5e-7 if got > 0 else 5e-7
+    head_bias = dict(model.named_parameters())[key["bias"]]
+    with torch.no_grad():
+        head_bias += target - float(model(x)[key["pixel"]])
+    report = parity(model, tmp_path / "seg.onnx", images, payload["meta"], "segmenter", fp16=False)
+    assert report["decision_agreement_all"] < 1.0  # what the old rule judged, and refused
+    assert report["passed"] and report["within_margin_flipped"] >= 1 and report["decision_agreement"] == 1.0
+
+
+def test_a_part_score_planted_at_the_threshold_exports_and_its_flip_is_not_refused(tiny_classifier_run, tmp_path):
+    from ceod.export.onnx_export import _torch_model
+    from ceod.export.runtime import softmax
+    chosen = {}
+
+    def plant(payload, model, x):
+        with torch.no_grad():
+            score = torch.softmax(model(x), 1)[:, 1].double()
+        chosen["i"] = int((score - 0.5).abs().argmin())  # the most sensitive part
+        payload["meta"]["threshold"] = float(score[chosen["i"]])  # its score is the threshold
+
+    images, x = _planted_run(tiny_classifier_run, tmp_path / "cls", plant)
+    report = export_run(tmp_path / "cls", tmp_path / "cls.onnx", profile=False)
+    assert report["passed"] and report["within_margin"] >= 1
+    payload = load_checkpoint(tmp_path / "cls")
+    model, _ = _torch_model(payload, heatmap=False)
+    ort_score = float(softmax(_onnx_outputs(tmp_path / "cls.onnx", x)["logits"].astype(np.float64))[chosen["i"], 1])
+    with torch.no_grad():
+        model.model.head.fc.bias[1] += 4e-6  # torch's score moves ~1e-6 above onnxruntime's
+        torch_score = float(torch.softmax(model(x).double(), 1)[chosen["i"], 1])
+    assert 0 < torch_score - ort_score < 1e-5
+    meta = dict(payload["meta"], threshold=(torch_score + ort_score) / 2)  # between the two: a flip
+    report = parity(model, tmp_path / "cls.onnx", images, meta, "classifier", fp16=False)
+    assert report["decision_agreement_all"] < 1.0 and report["within_margin_flipped"] == 1
+    assert report["passed"], report["failure"]
+
+
+def test_the_refusal_names_the_figure_that_failed():
+    from ceod.export.onnx_export import _parity_failure
+    diff = _parity_failure({"logits": 3e-3, "heatmap": 1e-4}, 1e-3, 1.0, 10, np.array([]))
+    assert diff == "max abs diff 3.00e-03 on output 'logits' exceeds the tolerance 1e-03"
+    flips = _parity_failure({"logits": 2e-4}, 1e-3, 998 / 1000, 1000, np.array([2e-3, 5e-2]))
+    assert "decision agreement 0.998000 on the 1000 decisions" in flips
+    assert "2 flipped (reference margins 5.00e-02, 2.00e-03)" in flips
+    assert _parity_failure({"logits": 2e-4}, 1e-3, 1.0, 1000, np.array([])) is None

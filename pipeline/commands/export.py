@@ -34,7 +34,9 @@ def run(a: argparse.Namespace) -> int:
     print(f"exported {report['kind']} to {report['file']} ({report['bytes'] / 1e6:.1f} MB, {report['exporter']} exporter, "
           f"{report['precision']}); parity on {report['images']} real images: max abs diff "
           f"{report['max_abs_diff']:.2e} (tolerance {report['tolerance']:.0e}), decision agreement "
-          f"{report['decision_agreement']:.4f}")
+          f"{report['decision_agreement']:.6f} on {report['decided']} of {report['decisions']} decisions "
+          f"({report['within_margin']} within {report['tolerance']:.0e} of changing, not judged; "
+          f"{report['within_margin_flipped']} of them flipped)")
     if "profile" in report:
         p = report["profile"]
         print(f"reference profile for the drift watch: {p['images']} validation images, AOI from {p['aoi_source']}; "
