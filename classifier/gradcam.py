@@ -13,10 +13,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ceod.classifier.model import AnomalyClassifier
 
 
-def unwrap(model: nn.Module) -> AnomalyClassifier:
+def unwrap(model: nn.Module) -> nn.Module:
+    """The classifier inside a DistributedDataParallel wrapper (or the model itself)."""
     return model.module if hasattr(model, "module") else model
 
 

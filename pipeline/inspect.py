@@ -68,6 +68,92 @@ def _print_rate(summary: "Summary") -> float:
     return time.perf_counter()
 
 
+class _Intake:
+    """The source side of a run: a reader thread takes inputs (at most `queue_size` ahead) and
+    hands them to `decoders` decoding threads; the inspecting thread takes batches of the oldest
+    with `next_batch` and gives their slots back with `release`. Every input taken is either
+    released after its records are written or returned by `close` to be recorded as skipped."""
+
+    def __init__(self, source: str, stdin, summary: Summary, queue_size: int, decoders: int) -> None:
+        from collections import deque
+        from concurrent.futures import ThreadPoolExecutor
+        self.source, self.stdin, self.summary = source, stdin, summary
+        self.lock = threading.Lock()
+        self.wake = threading.Condition(self.lock)
+        self.taken: deque = deque()  # Futures of Items, in input order, taken and not yet recorded
+        self.closed = self.done = False
+        self.error: BaseException | None = None
+        self.slots = threading.Semaphore(queue_size)
+        self.stop = threading.Event()
+        self.pool = ThreadPoolExecutor(max_workers=decoders, thread_name_prefix="ceod-decode")
+
+    def start(self) -> None:
+        threading.Thread(target=self._read, daemon=True, name="ceod-read").start()
+
+    def _read(self) -> None:
+        try:
+            inputs = iter_source(self.source, self.stdin)
+            while not self.stop.is_set():
+                if not self.slots.acquire(timeout=0.1):
+                    continue
+                try:
+                    sid, payload = next(inputs)
+                except StopIteration:
+                    break
+                t0 = time.perf_counter()
+                with self.lock:
+                    if self.closed:  # taken after the run closed: not ours to record
+                        break
+                    future = self.pool.submit(decode_item, sid, payload, t0)
+                    future.source_id = sid  # for its record if it is never decoded
+                    self.taken.append(future)
+                    self.summary.taken += 1
+                    self.wake.notify_all()
+        except BaseException as exc:  # noqa: BLE001 - reported by the run, never lost
+            with self.lock:
+                self.error = exc
+        finally:
+            with self.lock:
+                self.done = True
+                self.wake.notify_all()
+
+    def next_batch(self, batch: int, max_wait_ms: float, received: list[int]) -> list | None:
+        """The oldest taken inputs, up to `batch`, waiting at most `max_wait_ms` for more after the
+        first; None once the source is exhausted or a signal came."""
+        with self.lock:
+            while not self.taken and not self.done and not received:
+                self.wake.wait(0.1)
+            if received or not self.taken:
+                return None
+            count, deadline = 1, time.perf_counter() + max_wait_ms / 1000
+            while count < batch and not received:
+                if len(self.taken) > count:
+                    count = min(len(self.taken), batch)
+                    continue
+                remaining = deadline - time.perf_counter()
+                if self.done or remaining <= 0:
+                    break
+                self.wake.wait(remaining)
+            return [self.taken[k] for k in range(count)]
+
+    def release(self, count: int) -> None:
+        """The oldest `count` inputs are recorded: their queue slots go back to the reader."""
+        with self.lock:
+            for _ in range(count):
+                self.taken.popleft()
+                self.slots.release()
+
+    def close(self) -> tuple[list, BaseException | None]:
+        """Stop reading; the inputs taken and not recorded, and the reader's error (or None)."""
+        self.stop.set()
+        with self.lock:
+            self.closed = True
+            rest = list(self.taken)
+            self.taken.clear()
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        return rest, self.error
+
+
 # ---------------------------------------------------------------- the run
 
 class Inspector:
@@ -136,92 +222,30 @@ class Inspector:
 
         With the drift watch on (`watch=` at construction), alarms go into the same log as
         `drift` records and to stderr, and `watch_report` gets watch.json and watch.html."""
-        from collections import deque
-        from concurrent.futures import ThreadPoolExecutor
-
         report_dir = self._start_watch(watch_report)
         log = RecordLog(log_path)
         summary = Summary(providers=self.model.providers)
         overlay_dir = Path(overlays) if overlays else None
         if overlay_dir:
             overlay_dir.mkdir(parents=True, exist_ok=True)
-        lock = threading.Lock()
-        wake = threading.Condition(lock)
-        taken: deque = deque()  # (Future of Item), in input order, taken and not yet recorded
-        state: dict[str, Any] = {"closed": False, "done": False, "error": None}
-        slots = threading.Semaphore(queue_size)
-        stop = threading.Event()
-        pool = ThreadPoolExecutor(max_workers=decoders, thread_name_prefix="ceod-decode")
-
-        def read() -> None:
-            try:
-                inputs = iter_source(source, stdin)
-                while not stop.is_set():
-                    if not slots.acquire(timeout=0.1):
-                        continue
-                    try:
-                        sid, payload = next(inputs)
-                    except StopIteration:
-                        break
-                    t0 = time.perf_counter()
-                    with lock:
-                        if state["closed"]:  # taken after the run closed: not ours to record
-                            break
-                        future = pool.submit(decode_item, sid, payload, t0)
-                        future.source_id = sid  # for its record if it is never decoded
-                        taken.append(future)
-                        summary.taken += 1
-                        wake.notify_all()
-            except BaseException as exc:  # noqa: BLE001 - reported by the run, never lost
-                with lock:
-                    state["error"] = exc
-            finally:
-                with lock:
-                    state["done"] = True
-                    wake.notify_all()
-
+        intake = _Intake(source, stdin, summary, queue_size, decoders)
         received: list[int] = []
-        restore = self._catch_signals(received, stop, wake)
-        reader = threading.Thread(target=read, daemon=True, name="ceod-read")
-        reader.start()
+        restore = self._catch_signals(received, intake.stop, intake.wake)
+        intake.start()
         last_print = time.perf_counter()
         try:
-            while True:
-                with lock:
-                    while not taken and not state["done"] and not received:
-                        wake.wait(0.1)
-                    if received or not taken:
-                        break
-                    count, deadline = 1, time.perf_counter() + max_wait_ms / 1000
-                    while count < batch and not received:
-                        if len(taken) > count:
-                            count = min(len(taken), batch)
-                            continue
-                        remaining = deadline - time.perf_counter()
-                        if state["done"] or remaining <= 0:
-                            break
-                        wake.wait(remaining)
-                    futures = [taken[k] for k in range(count)]
+            while (futures := intake.next_batch(batch, max_wait_ms, received)) is not None:
                 items = [f.result() for f in futures]
                 self._process(items, log, summary, overlay_dir)  # a batch in hand is finished, once
-                with lock:
-                    for _ in futures:
-                        taken.popleft()
-                        slots.release()
+                intake.release(len(futures))
                 if live and time.perf_counter() - last_print > 2.0:
                     last_print = _print_rate(summary)
         finally:
-            stop.set()
-            with lock:
-                state["closed"] = True
-                rest = list(taken)
-                taken.clear()
-            error = state["error"]
+            rest, error = intake.close()
             reason = "interrupted" if received else (
                 f"source failed: {type(error).__name__}: {str(error)[:120]}" if error else "not judged")
             self._skip(rest, reason, log, summary)
             restore()
-            pool.shutdown(wait=False, cancel_futures=True)
             self._finish_watch(log, summary, report_dir)
             log.flush()
             log.close()
