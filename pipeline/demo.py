@@ -188,7 +188,8 @@ def run_demo(out: str | Path, quick: bool = False, seed: int = 0, variant: str |
     (out / "facts.json").write_text(json.dumps(facts, indent=1, default=str))
     from ceod.pipeline.report import write_report
     path = write_report(out, facts)
-    print(f"\ndemo finished in {stage.total:.0f} s; report: {path}")
+    print(f"\ndemo finished in {stage.total:.0f} s (torch {facts['cpu_capability']} kernels, "
+          f"{facts['torch_threads']} threads); report: {path}")
     return path
 
 

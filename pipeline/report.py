@@ -16,11 +16,12 @@ def _rel(out: Path, p: str | Path) -> str:
 def write_report(out: Path, f: dict[str, Any]) -> Path:
     L: list[str] = []
     L += [f"# ceod demo report{' (quick)' if f['quick'] else ''}", "",
-          f"Wall time **{f['wall_seconds']:.0f} s** on this machine. CEOD variant `{f['variant']}`, seed {f['seed']}. "
-          "Every figure below was measured in this run; `facts.json` holds them all. "
-          f"Torch ran {f.get('torch_threads', '?')} thread(s) on {f.get('cpu_capability', '?')} kernels: the same "
-          "seed, thread count and kernels give the same weights bit for bit; another thread count or CPU "
-          "sums in another order.", ""]
+          f"Wall time **{f['wall_seconds']:.0f} s** on this machine, torch on **{f.get('cpu_capability', '?')}** "
+          f"kernels with {f.get('torch_threads', '?')} thread(s) (an AVX2-only CPU trains about 4x slower than "
+          f"an AVX-512 one). CEOD variant `{f['variant']}`, seed {f['seed']}. "
+          "Every figure below was measured in this run; `facts.json` holds them all. The same seed, thread "
+          "count and kernels give the same weights bit for bit; another thread count or CPU sums in "
+          "another order.", ""]
     if f["quick"]:
         L += ["> **Quick mode** is a plumbing check: a 64 px line and a few epochs leave the classifiers "
               "under-trained, so its accuracy figures say nothing about CE vs CEOD. Run `ceod demo` (full) "

@@ -37,6 +37,15 @@ print('   trained the pretrained', m['backbone'], 'from the installed weights wh
 "$T" train-segmenter --data data --out seg --epochs 1 --input-size 64
 "$T" export --model seg --out segmenter.onnx
 "$T" export --model run --out model.onnx --heatmap --features --segmenter segmenter.onnx
+# The same exports with torch's sums done as other CPUs do them: a parity rule that depends on
+# the instruction set refuses one of these (scripts/kernels.sh).
+source "$REPO/scripts/kernels.sh"
+for kernels in "${FORCED_KERNELS[@]}"; do
+    echo "   export again on forced-down kernels: $kernels"
+    env $kernels "$T" export --model seg --out forced-segmenter.onnx | sed 's/^/   /'
+    env $kernels "$T" export --model run --out forced-model.onnx --heatmap --features --segmenter segmenter.onnx \
+        | sed 's/^/   /'
+done
 "$WORK/train/bin/python" - <<'PY'
 import ceod.classifier.train, ceod.contracts.config
 assert "site-packages" in ceod.classifier.train.__file__, ceod.classifier.train.__file__

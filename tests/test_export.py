@@ -9,6 +9,8 @@ from ceod.data.manifest import read_manifest
 from ceod.export.onnx_export import export_run, parity
 from ceod.export.runtime import OnnxModel, RuntimeModelError, create_session
 
+pytestmark = pytest.mark.parity
+
 
 @pytest.mark.parametrize("kind", ["classifier", "segmenter"])
 def test_export_parity_passes(exported, kind):

@@ -84,6 +84,7 @@ def test_the_segmenter_encoder_loads_the_same_weights():
         build_segmenter(SegModelConfig(encoder="resnet18", pretrained=True))
 
 
+@pytest.mark.parity
 def test_a_pretrained_classifier_trains_and_exports_with_parity(tiny_dataset, tmp_path):
     from ceod.classifier.train import train_classifier
     from ceod.export.onnx_export import export_run
@@ -109,6 +110,7 @@ def test_a_validation_carve_of_few_families_is_named(casting):
     assert not validation_warnings([s for s in manifest.samples if s.split == "test"], manifest.classes)
 
 
+@pytest.mark.parity
 def test_a_pretrained_segmenter_trains_and_exports_with_parity(tiny_dataset, tmp_path):
     from ceod.export.onnx_export import export_run
     from ceod.segmenter.config import SegmenterConfig
