@@ -87,8 +87,14 @@ class LossConfig:
 
 @dataclass
 class ThresholdConfig:
-    mode: Literal["f1", "recall", "balanced"] = "f1"
+    mode: Literal["f1", "recall", "balanced", "escape"] = "f1"
     target_recall: float = 0.95
+    target_escape: float = 0.01  # mode escape: at most this share of defects called ok
+
+    def validate(self) -> None:
+        for key in ("target_recall", "target_escape"):
+            if not 0.0 < getattr(self, key) < 1.0:
+                raise ConfigError(f"config key 'threshold.{key}': a share strictly between 0 and 1")
 
 
 @dataclass

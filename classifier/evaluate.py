@@ -12,7 +12,7 @@ from ceod.contracts.model import class_names
 from ceod.data.loading import LoadedSplit, load_split
 from ceod.data.manifest import read_manifest
 from ceod.contracts.errors import CeodError
-from ceod.contracts.metrics import classification_metrics, csv_safe, nanmean
+from ceod.contracts.metrics import classification_metrics, csv_safe, nanmean, operating_points
 from ceod.training.transforms import flat_background, swap_background
 from ceod.data.overlay import draw_overlay, grid, save_rgb
 from ceod.classifier.inference import aoi_attention, load_classifier, predict
@@ -49,6 +49,9 @@ def evaluate(model, cfg, meta: dict, data: LoadedSplit, heatmaps: int = 0,
     result["aoi_attention"] = nanmean(per_image)
     result["aoi_attention_empty_maps"] = int((data.has_aoi & ~np.isfinite(per_image)).sum())
     result["n"] = int(len(data))
+    if is_anomaly(classes):
+        families = [s.extra.get("group") or str(s.image) for s in data.samples]
+        result["operating_point"] = operating_points(probs[:, 1], data.labels, meta["threshold"], np.asarray(families))
     if predictions is not None:
         scores = probs[:, 1] if is_anomaly(classes) else probs[np.arange(len(probs)), pred]
         write_predictions(predictions, [

@@ -16,7 +16,7 @@ from ceod.data.loading import LoadedSplit
 from ceod.data.manifest import Sample
 from ceod.data.splits import validation_warnings
 from ceod.training.distributed import DistContext
-from ceod.contracts.metrics import calibrate_threshold, classification_metrics, nanmean
+from ceod.contracts.metrics import calibrate_threshold, classification_metrics, nanmean, threshold_provenance
 from ceod.training.loop import make_optimizer
 from ceod.training.stage import Stage, StageParts, train_stage
 from ceod.training.transforms import background_swap_probability
@@ -95,9 +95,15 @@ def classifier_stage(cfg: ClassifierConfig, data: str | Path, seed: int, ctx: Di
             log_probs, cams = predict(model, val.images, cfg.mean, cfg.std, with_cam=True, log=True)
             probs = np.exp(log_probs)
             threshold = (calibrate_threshold(probs[:, 1], val.labels, cfg.threshold.mode,
-                                             cfg.threshold.target_recall) if anomaly else 0.5)
+                                             cfg.threshold.target_recall, cfg.threshold.target_escape)
+                         if anomaly else 0.5)
             m = classification_metrics(probs, val.labels, classes, threshold, log_probs)
             state["threshold"] = threshold
+            if anomaly:
+                state["threshold_fit"] = threshold_provenance(
+                    cfg.threshold.mode, cfg.threshold.target_recall, cfg.threshold.target_escape,
+                    "validation carve", probs[:, 1], val.labels, [s.extra.get("group") or str(s.image)
+                                                                  for s in val.samples], threshold)
             # share of validation images whose P(def) ties with another's: saturated scores show here
             ties = 1.0 - len(np.unique(probs[:, 1])) / len(probs) if anomaly else float("nan")
             scores = {"val_auroc": m["auroc"], "val_balanced_accuracy": m["balanced_accuracy"]}
@@ -113,7 +119,8 @@ def classifier_stage(cfg: ClassifierConfig, data: str | Path, seed: int, ctx: Di
                                   training_loss=loss_name(cfg), data_fingerprint=fp,
                                   backbone=cfg.model.backbone, head=cfg.model.head, aoi_source=mask_label, seed=seed,
                                   data_path=str(Path(data).resolve()), split_column=cfg.split_column,
-                                  train_split=cfg.train_split)
+                                  train_split=cfg.train_split,
+                                  **({"threshold_fit": state["threshold_fit"]} if "threshold_fit" in state else {}))
 
         def summary() -> dict[str, Any]:
             return {"loss": loss_name(cfg), "aoi_source": mask_label,

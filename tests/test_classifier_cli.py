@@ -48,6 +48,10 @@ def test_evaluate_and_audit_cli(cls_run, tiny_dataset):
     assert 0 <= result["aoi_attention_empty_maps"] <= 16 and (att is not None or result["aoi_attention_empty_maps"] == 16)
     assert sum(map(sum, result["confusion"])) == 16
     assert (cls_run / "eval_test_anti" / "heatmaps.png").is_file()
+    op = result["operating_point"]  # the line's terms, with the defect count where a rate is n/a
+    assert op["shipped"]["defects"] + op["shipped"]["ok_parts"] == 16
+    assert op["at_escape"]["0.01"]["available"] is False and "needed" in op["at_escape"]["0.01"]["note"]
+    assert "escapes" in r.stderr and "false rejects" in r.stderr
     r = _ceod("audit", "--model", str(cls_run), "--data", str(tiny_dataset), "--split", "test")
     audit = json.loads(r.stdout)
     for how in REPLACEMENTS:

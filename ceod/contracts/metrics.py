@@ -73,18 +73,145 @@ def threshold_sweep(scores: np.ndarray, labels: np.ndarray) -> dict[str, np.ndar
             "balanced_accuracy": balanced, "f1": f1}
 
 
+THRESHOLD_MODES = ("f1", "balanced", "recall", "escape")
+
+
 def calibrate_threshold(scores: np.ndarray, labels: np.ndarray, mode: str = "f1",
-                        target_recall: float = 0.95) -> float:
+                        target_recall: float = 0.95, target_escape: float = 0.01) -> float:
     """Max-F1 threshold, max balanced accuracy (independent of class prevalence, for validation
-    sets whose ok/def mix differs from the line's), or the highest threshold reaching target_recall.
-    Ties go to the lowest threshold. One sorted sweep (threshold_sweep)."""
+    sets whose ok/def mix differs from the line's), the highest threshold reaching target_recall,
+    or `escape`: the lowest false-reject rate at an escape rate <= target_escape (the highest
+    threshold that lets at most that share of these defects through). Ties go to the lowest
+    threshold. One sorted sweep (threshold_sweep)."""
     labels = np.asarray(labels).astype(bool)
+    if mode not in THRESHOLD_MODES:
+        raise ValueError(f"threshold mode {mode!r}: choose from {THRESHOLD_MODES}")
+    if mode == "escape":
+        return escape_threshold(scores, labels, target_escape) if labels.any() else 0.5
     sweep = threshold_sweep(scores, labels)
     if mode == "recall":
         ok = sweep["threshold"][sweep["recall"] >= target_recall] if labels.sum() else np.array([])
         return float(ok.max()) if ok.size else 0.5
     values = sweep["balanced_accuracy" if mode == "balanced" else "f1"]
     return float(sweep["threshold"][int(np.argmax(values))])
+
+
+def escape_threshold(scores: np.ndarray, labels: np.ndarray, target: float) -> float:
+    """The highest threshold at which at most `target` of these defects score below it (escape:
+    a defect called ok). The highest such threshold rejects the fewest good parts."""
+    defects = np.sort(np.asarray(scores, float)[np.asarray(labels).astype(bool)])
+    if defects.size == 0:
+        raise ValueError("no defective part: an escape rate cannot be fixed")
+    allowed = int(np.floor(target * defects.size + 1e-9))  # escapes the target tolerates
+    return float(defects[min(allowed, defects.size - 1)]) if allowed < defects.size else float("inf")
+
+
+def min_defects_for(target: float) -> int:
+    """Defects needed before an escape rate of `target` is resolved at all: one escape among
+    fewer parts is already more than the target."""
+    return int(np.ceil(1.0 / target - 1e-9))
+
+
+def operating_point(scores: np.ndarray, labels: np.ndarray, threshold: float) -> dict[str, float | int]:
+    """What the line does at `threshold`: escapes (defects called ok) and false rejects (good parts
+    called def), as counts and rates."""
+    scores, labels = np.asarray(scores, float), np.asarray(labels).astype(bool)
+    defect = scores >= threshold
+    n_def, n_ok = int(labels.sum()), int((~labels).sum())
+    escapes, rejects = int((labels & ~defect).sum()), int((~labels & defect).sum())
+    escape = escapes / n_def if n_def else float("nan")
+    reject = rejects / n_ok if n_ok else float("nan")
+    return {"threshold": float(threshold), "escape_rate": escape, "false_reject_rate": reject,
+            "balanced_accuracy": float(np.nanmean([1 - escape, 1 - reject])) if n_def or n_ok else float("nan"),
+            "escapes": escapes, "false_rejects": rejects, "defects": n_def, "ok_parts": n_ok}
+
+
+def _family_resamples(families: np.ndarray, n: int, seed: int) -> list[np.ndarray]:
+    """Row indices of `n` bootstrap samples that draw whole families with replacement: parts of
+    one family move together, as they do on the line."""
+    _, inverse = np.unique(families, return_inverse=True)
+    members = [np.flatnonzero(inverse == f) for f in range(inverse.max() + 1)]
+    rng = np.random.default_rng(seed)
+    return [np.concatenate([members[f] for f in rng.integers(0, len(members), len(members))]) for _ in range(n)]
+
+
+def operating_points(scores: np.ndarray, labels: np.ndarray, threshold: float, families: np.ndarray | None = None,
+                     escape_targets: tuple[float, ...] = (0.01, 0.001), bootstrap: int = 1000,
+                     seed: int = 0) -> dict[str, object]:
+    """The line's terms: escape and false-reject rates at `threshold`, and the false-reject rate
+    the ranking allows at each escape target ("n/a" with the defect count where too few defects
+    resolve it), each with a 95 % interval from a bootstrap over families (each part its own
+    family where none is given)."""
+    scores, labels = np.asarray(scores, float), np.asarray(labels).astype(bool)
+    families = np.arange(len(scores)) if families is None else np.asarray(families)
+    samples = _family_resamples(families, bootstrap, seed) if bootstrap else []
+
+    def interval(values: list[float]) -> list[float] | None:
+        v = np.asarray(values, float)
+        v = v[np.isfinite(v)]
+        return [float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))] if v.size else None
+
+    at = operating_point(scores, labels, threshold)
+    boot = [operating_point(scores[i], labels[i], threshold) for i in samples]
+    result: dict[str, object] = {
+        "shipped": {**at, "escape_rate_ci95": interval([b["escape_rate"] for b in boot]),
+                    "false_reject_rate_ci95": interval([b["false_reject_rate"] for b in boot])},
+        "families": int(len(np.unique(families))), "bootstrap": int(bootstrap), "at_escape": {}}
+    for target in escape_targets:
+        key = f"{target:g}"
+        need = min_defects_for(target)
+        if at["defects"] < need or at["ok_parts"] == 0:
+            result["at_escape"][key] = {"target": target, "available": False, "defects": at["defects"],
+                                        "note": f"n/a: {at['defects']} defects, {need} needed to resolve {target:.1%}"}
+            continue
+        t = escape_threshold(scores, labels, target)
+        point = operating_point(scores, labels, t)
+        frr = []
+        for i in samples:
+            if labels[i].sum() >= need and (~labels[i]).any():
+                frr.append(operating_point(scores[i], labels[i], escape_threshold(scores[i], labels[i], target))
+                           ["false_reject_rate"])
+        result["at_escape"][key] = {"target": target, "available": True, **point,
+                                    "false_reject_rate_ci95": interval(frr)}
+    return result
+
+
+def format_operating_points(op: dict[str, object]) -> str:
+    """The operating point in the words a quality engineer signs off, a line each."""
+    def pct(v: float) -> str:
+        return f"{100 * v:.2f} %" if v == v else "n/a"
+
+    def ci(pair) -> str:
+        return f" (95 % CI {pct(pair[0])}-{pct(pair[1])})" if pair else ""
+
+    at = op["shipped"]
+    lines = [f"at the shipped threshold {at['threshold']:.4g}: escapes {pct(at['escape_rate'])}{ci(at['escape_rate_ci95'])} "
+             f"({at['escapes']} of {at['defects']} defects called ok), false rejects {pct(at['false_reject_rate'])}"
+             f"{ci(at['false_reject_rate_ci95'])} ({at['false_rejects']} of {at['ok_parts']} good parts)"]
+    for key, e in op["at_escape"].items():
+        if not e["available"]:
+            lines.append(f"at escape <= {pct(e['target'])}: {e['note']}")
+        else:
+            lines.append(f"at escape <= {pct(e['target'])} (threshold {e['threshold']:.4g}): false rejects "
+                         f"{pct(e['false_reject_rate'])}{ci(e['false_reject_rate_ci95'])}")
+    lines.append(f"intervals: bootstrap over {op['families']} families ({op['bootstrap']} draws)")
+    return "\n".join(lines)
+
+
+def threshold_provenance(mode: str, target_recall: float, target_escape: float, fitted_on: str,
+                         scores: np.ndarray, labels: np.ndarray, families: list[str] | np.ndarray,
+                         threshold: float) -> dict[str, object]:
+    """Where a threshold came from, as the exported model carries it: the rule, its target, the
+    rows it was fitted on (parts and families per class) and its figures on those rows."""
+    labels = np.asarray(labels).astype(bool)
+    families = np.asarray(families)
+    point = operating_point(scores, labels, threshold)
+    return {"mode": mode, "target": {"recall": target_recall, "escape": target_escape}.get(mode),
+            "fitted_on": fitted_on,
+            "parts": {"ok": int((~labels).sum()), "def": int(labels.sum())},
+            "families": {"ok": int(len(np.unique(families[~labels]))), "def": int(len(np.unique(families[labels])))},
+            "escape_rate": point["escape_rate"], "false_reject_rate": point["false_reject_rate"],
+            "balanced_accuracy": point["balanced_accuracy"]}
 
 
 def iou_dice(pred: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from ceod.pipeline.commands.common import data_args, print_json, run_folder
@@ -33,6 +34,9 @@ def evaluate(a: argparse.Namespace) -> int:
     result = evaluate_split(model, cfg, meta, data, a.heatmaps, run / f"eval_{a.split}",
                             Path(a.predictions) if a.predictions else None)
     print_json(result, run / f"eval_{a.split}.json")
+    if "operating_point" in result:
+        from ceod.contracts.metrics import format_operating_points
+        print(format_operating_points(result["operating_point"]), file=sys.stderr)
     return 0
 
 

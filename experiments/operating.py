@@ -1,0 +1,192 @@
+"""Issue 28's analysis, from score files only (numpy): threshold rules fitted on a run's validation
+carve and read on its test fold, the rule chosen on validation data by a rule fixed in advance,
+and `ceod calibrate`'s refit on a few labelled test parts.
+
+The choice (written before any score existed): each candidate is fitted on half of each class's
+validation families and scored by balanced accuracy on the other half (both ways, 50 random
+halvings per run); the rule with the highest mean over every run wins, ties within 0.002 going
+to the lower held-out escape rate. Test folds are read only after the choice."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from ceod.contracts.metrics import calibrate_threshold, operating_point, operating_points, threshold_sweep
+
+Rule = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], float]
+
+
+def _family_weighted_balanced(scores: np.ndarray, labels: np.ndarray, families: np.ndarray) -> float:
+    """Max balanced accuracy where every family of a class weighs the same (a big family of
+    near-copies cannot pull the threshold to its own look)."""
+    labels = labels.astype(bool)
+    weights = np.empty(len(scores))
+    for cls in (False, True):
+        rows = labels == cls
+        _, inverse, counts = np.unique(families[rows], return_inverse=True, return_counts=True)
+        weights[rows] = 1.0 / (counts[inverse] * len(counts))
+    candidates = np.unique(np.r_[scores, 0.5])
+    best, best_t = -1.0, 0.5
+    for t in candidates:
+        called = scores >= t
+        recall = weights[labels & called].sum()
+        specificity = weights[~labels & ~called].sum()
+        if (recall + specificity) / 2 > best:
+            best, best_t = (recall + specificity) / 2, float(t)
+    return best_t
+
+
+def _quantile_midpoint(log_odds: np.ndarray, labels: np.ndarray, q: float = 0.05) -> float:
+    """Half way, in log-odds, between the q-quantile of the defects and the (1-q)-quantile of the
+    good parts: a few odd parts of either class move it little."""
+    labels = labels.astype(bool)
+    mid = (np.quantile(log_odds[labels], q) + np.quantile(log_odds[~labels], 1 - q)) / 2
+    return float(1 / (1 + np.exp(-mid)))  # as P(def)
+
+
+RULES: dict[str, Rule] = {
+    "f1": lambda p, lo, y, fam: calibrate_threshold(p, y, "f1"),
+    "balanced": lambda p, lo, y, fam: calibrate_threshold(p, y, "balanced"),
+    "escape@1%": lambda p, lo, y, fam: calibrate_threshold(p, y, "escape", target_escape=0.01),
+    "quantile-midpoint": lambda p, lo, y, fam: _quantile_midpoint(lo, y),
+    "family-balanced": lambda p, lo, y, fam: _family_weighted_balanced(p, y, fam),
+}
+
+
+def _arrays(split: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    return (np.asarray(split["p_def"]), np.asarray(split["log_odds"]), np.asarray(split["label"]),
+            np.asarray(split["family"]).astype(str))
+
+
+def held_out_choice_scores(val: dict, halvings: int = 50, seed: int = 0) -> dict[str, dict[str, float]]:
+    """Each rule fitted on half of each class's validation families, read on the other half."""
+    p, lo, y, fam = _arrays(val)
+    rng = np.random.default_rng(seed)
+    per_class = {c: np.unique(fam[y == c]) for c in (0, 1)}
+    results: dict[str, list[tuple[float, float]]] = {name: [] for name in RULES}
+    for _ in range(halvings):
+        half = set()
+        for c, names in per_class.items():
+            order = rng.permutation(names)
+            half.update(order[: max(1, len(order) // 2)])
+        a = np.isin(fam, list(half))
+        for fit, read in ((a, ~a), (~a, a)):
+            if len(set(y[fit])) < 2 or len(set(y[read])) < 2:
+                continue
+            for name, rule in RULES.items():
+                t = rule(p[fit], lo[fit], y[fit], fam[fit])
+                point = operating_point(p[read], y[read], t)
+                results[name].append((point["balanced_accuracy"], point["escape_rate"]))
+    return {name: {"balanced_accuracy": float(np.mean([r[0] for r in v])), "escape_rate": float(np.mean([r[1] for r in v])),
+                   "trials": len(v)} for name, v in results.items()}
+
+
+def choose_rule(records: list[dict]) -> tuple[str, dict[str, dict[str, float]]]:
+    """The pre-stated rule: the best mean held-out validation balanced accuracy over every run,
+    ties within 0.002 to the lower held-out escape rate."""
+    per_run = [held_out_choice_scores(r["splits"]["val"], seed=r["fold"]) for r in records]
+    mean = {name: {k: float(np.mean([run[name][k] for run in per_run])) for k in ("balanced_accuracy", "escape_rate")}
+            for name in RULES}
+    top = max(v["balanced_accuracy"] for v in mean.values())
+    tied = [n for n, v in mean.items() if v["balanced_accuracy"] >= top - 0.002]
+    return min(tied, key=lambda n: mean[n]["escape_rate"]), mean
+
+
+def calibrate_draws(test: dict, per_class: int = 25, draws: int = 5, mode: str = "balanced") -> list[dict[str, float]]:
+    """`ceod calibrate`'s refit on `per_class` labelled parts of each class drawn from the test
+    fold, read on the rest of the fold beside the best threshold on that rest."""
+    p, lo, y, fam = _arrays(test)
+    out = []
+    for draw in range(draws):
+        rng = np.random.default_rng(1000 + draw)
+        picked = np.concatenate([rng.choice(np.flatnonzero(y == c), per_class, replace=False) for c in (0, 1)])
+        rest = np.ones(len(p), bool)
+        rest[picked] = False
+        t = calibrate_threshold(p[picked], y[picked], mode)
+        point = operating_point(p[rest], y[rest], t)
+        best = float(np.nanmax(threshold_sweep(lo[rest], y[rest])["balanced_accuracy"]))
+        out.append({"draw": draw, "threshold": t, "balanced_accuracy": point["balanced_accuracy"],
+                    "best_on_rest": best, "escape_rate": point["escape_rate"],
+                    "false_reject_rate": point["false_reject_rate"]})
+    return out
+
+
+def analyse(records: list[dict]) -> dict:
+    chosen, choice_table = choose_rule(records)
+    runs = []
+    for r in sorted(records, key=lambda r: (r["variant"], r["fold"])):
+        vp, vlo, vy, vfam = _arrays(r["splits"]["val"])
+        tp, tlo, ty, tfam = _arrays(r["splits"]["test"])
+        best = float(np.nanmax(threshold_sweep(tlo, ty)["balanced_accuracy"]))
+        rules = {}
+        for name, rule in RULES.items():
+            t = rule(vp, vlo, vy, vfam)
+            rules[name] = {"threshold": t, **operating_point(tp, ty, t)}
+        shipped = operating_points(tp, ty, rules[chosen]["threshold"], tfam)
+        runs.append({"variant": r["variant"], "fold": r["fold"], "train_seconds": r.get("train_seconds"),
+                     "val_parts": {"ok": int((vy == 0).sum()), "def": int((vy == 1).sum())},
+                     "val_families": {"ok": int(len(set(vfam[vy == 0]))), "def": int(len(set(vfam[vy == 1])))},
+                     "test_best_balanced_accuracy": best, "rules": rules, "chosen_operating_point": shipped,
+                     "calibrate": calibrate_draws(r["splits"]["test"])})
+    return {"chosen_rule": chosen, "choice_on_validation": choice_table, "runs": runs}
+
+
+def _markdown(result: dict) -> str:
+    chosen = result["chosen_rule"]
+    L = ["# Operating points on casting's grouped folds (issue 28)", "",
+         "Generated by `experiments/scripts/operating_points.py --analyse` from the score files.", "",
+         "## The choice, on validation families only", "",
+         "| rule | held-out validation balanced accuracy | held-out escape rate |", "|---|---|---|"]
+    for name, v in sorted(result["choice_on_validation"].items(), key=lambda kv: -kv[1]["balanced_accuracy"]):
+        L.append(f"| {'**' + name + '**' if name == chosen else name} | {v['balanced_accuracy']:.4f} | {v['escape_rate']:.4f} |")
+    L += ["", f"Chosen: **{chosen}**.", "", "## Every rule on the test folds (reported, never used to choose)", "",
+          "| variant | fold | val ok/def parts (families) | best on test | " + " | ".join(RULES) + " |",
+          "|---|---|---|---|" + "---|" * len(RULES)]
+    for run in result["runs"]:
+        cells = [f"{run['rules'][n]['balanced_accuracy']:.3f} (esc {run['rules'][n]['escape_rate']:.3f}, "
+                 f"FRR {run['rules'][n]['false_reject_rate']:.3f})" for n in RULES]
+        L.append(f"| {run['variant']} | {run['fold']} | {run['val_parts']['ok']}/{run['val_parts']['def']} "
+                 f"({run['val_families']['ok']}/{run['val_families']['def']}) | {run['test_best_balanced_accuracy']:.3f} | "
+                 + " | ".join(cells) + " |")
+    L += ["", f"## The chosen rule ({chosen}) in the line's terms, test folds, 95 % CI by family bootstrap", "",
+          "| variant | fold | threshold | escape rate | false-reject rate | FRR at escape <= 1 % | FRR at escape <= 0.1 % |",
+          "|---|---|---|---|---|---|---|"]
+
+    def ci(pair):
+        return f" [{pair[0]:.3f}, {pair[1]:.3f}]" if pair else ""
+
+    for run in result["runs"]:
+        op = run["chosen_operating_point"]
+        s = op["shipped"]
+        esc = []
+        for key in ("0.01", "0.001"):
+            e = op["at_escape"][key]
+            esc.append(f"{e['false_reject_rate']:.3f}{ci(e['false_reject_rate_ci95'])}" if e["available"] else e["note"])
+        L.append(f"| {run['variant']} | {run['fold']} | {s['threshold']:.4g} | {s['escape_rate']:.3f}{ci(s['escape_rate_ci95'])} | "
+                 f"{s['false_reject_rate']:.3f}{ci(s['false_reject_rate_ci95'])} | {esc[0]} | {esc[1]} |")
+    L += ["", "## `ceod calibrate` with 25 labelled parts per class of the test fold (balanced rule, 5 draws)", "",
+          "| variant | fold | balanced accuracy on the rest (mean, min) | best threshold on the rest | worst gap |",
+          "|---|---|---|---|---|"]
+    for run in result["runs"]:
+        b = [d["balanced_accuracy"] for d in run["calibrate"]]
+        gaps = [d["best_on_rest"] - d["balanced_accuracy"] for d in run["calibrate"]]
+        L.append(f"| {run['variant']} | {run['fold']} | {np.mean(b):.3f}, {np.min(b):.3f} | "
+                 f"{run['calibrate'][0]['best_on_rest']:.3f} | {max(gaps):.3f} |")
+    return "\n".join(L) + "\n"
+
+
+def write_tables(score_files: list[Path], out: Path) -> dict:
+    records = [json.loads(Path(f).read_text()) for f in score_files]
+    if not records:
+        raise SystemExit("no score files: run the training step first")
+    result = analyse(records)
+    out.mkdir(parents=True, exist_ok=True)
+    from ceod.contracts.metrics import strict_json
+    (out / "results.json").write_text(json.dumps(strict_json(result), indent=1))
+    (out / "results.md").write_text(_markdown(result))
+    print(_markdown(result))
+    return result

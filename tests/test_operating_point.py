@@ -1,0 +1,133 @@
+"""The operating point in the line's terms (escapes, false rejects), the escape threshold rule,
+and `ceod calibrate` on a real exported model, run as on a line PC (no torch)."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+
+import numpy as np
+import pytest
+
+from ceod.contracts.metrics import (calibrate_threshold, escape_threshold, min_defects_for, operating_point,
+                                    operating_points)
+from conftest import run_ceod_on_a_line_pc
+
+
+def test_escape_threshold_lets_through_at_most_the_target_and_rejects_the_fewest():
+    rng = np.random.default_rng(0)
+    labels = np.r_[np.zeros(500), np.ones(400)].astype(int)
+    scores = np.r_[rng.beta(2, 5, 500), rng.beta(5, 2, 400)]
+    t = escape_threshold(scores, labels, 0.01)
+    at = operating_point(scores, labels, t)
+    assert at["escapes"] <= 4 and at["escape_rate"] <= 0.01  # 1 % of 400 defects
+    # the next defect score up would let a fifth through: t is the highest that holds the target
+    higher = np.sort(scores[labels == 1])[np.sort(scores[labels == 1]) > t][0]
+    assert operating_point(scores, labels, higher)["escapes"] == 5
+    assert calibrate_threshold(scores, labels, "escape", target_escape=0.01) == t
+    assert at["false_reject_rate"] == pytest.approx(float((scores[labels == 0] >= t).mean()))
+
+
+def test_operating_points_say_n_a_with_the_count_where_too_few_defects_resolve_a_rate():
+    rng = np.random.default_rng(1)
+    labels = np.r_[np.zeros(300), np.ones(150)].astype(int)
+    scores = np.r_[rng.uniform(0, 0.6, 300), rng.uniform(0.4, 1, 150)]
+    families = np.r_[np.arange(300) // 30, 100 + np.arange(150) // 10]
+    op = operating_points(scores, labels, 0.5, families, bootstrap=200)
+    assert min_defects_for(0.01) == 100 and min_defects_for(0.001) == 1000
+    assert op["at_escape"]["0.01"]["available"] and op["at_escape"]["0.01"]["escapes"] <= 1
+    assert not op["at_escape"]["0.001"]["available"]
+    assert "150 defects, 1000 needed" in op["at_escape"]["0.001"]["note"]
+    shipped = op["shipped"]
+    low, high = shipped["escape_rate_ci95"]
+    assert low <= shipped["escape_rate"] <= high and op["families"] == 25
+
+
+def test_a_family_bootstrap_is_wider_than_a_part_bootstrap_when_families_differ():
+    """Parts of one family move together: the interval must see 10 families, not 1,000 parts."""
+    rng = np.random.default_rng(2)
+    offsets = rng.normal(0, 0.15, 10)  # each good family sits at its own score level
+    ok = np.concatenate([np.clip(0.3 + o + rng.normal(0, 0.02, 100), 0, 1) for o in offsets])
+    labels = np.r_[np.zeros(1000), np.ones(200)].astype(int)
+    scores = np.r_[ok, rng.uniform(0.7, 1, 200)]
+    families = np.r_[np.repeat(np.arange(10), 100), 10 + np.arange(200)]
+    by_family = operating_points(scores, labels, 0.45, families, bootstrap=300)["shipped"]["false_reject_rate_ci95"]
+    by_part = operating_points(scores, labels, 0.45, None, bootstrap=300)["shipped"]["false_reject_rate_ci95"]
+    assert by_family[1] - by_family[0] > 3 * (by_part[1] - by_part[0])
+
+
+@pytest.fixture(scope="module")
+def labelled_parts(tiny_dataset, tmp_path_factory):
+    """A labels CSV of 24+ parts per class from the synthetic line, paths relative to the CSV."""
+    rows = list(csv.DictReader((tiny_dataset / "manifest.csv").open()))
+    path = tiny_dataset.parent / "checked.csv"
+    with path.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["path", "label"])
+        for r in rows:
+            if r["split"] in ("train", "val"):
+                w.writerow([f"ds/{r['image']}", r["label"]])
+    return path
+
+
+def _props(path):
+    import onnx
+    return {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+
+
+def test_the_exported_model_carries_where_its_threshold_came_from(exported):
+    fit = json.loads(_props(exported["classifier"])["ceod.threshold_fit"])
+    assert fit["mode"] == "f1" and fit["fitted_on"] == "validation carve"
+    assert fit["parts"] == {"ok": 8, "def": 8} and fit["families"]["ok"] >= 1
+    assert 0 <= fit["escape_rate"] <= 1 and 0 <= fit["false_reject_rate"] <= 1
+
+
+def test_calibrate_writes_a_new_model_with_the_new_threshold_and_never_edits_the_input(
+        exported, labelled_parts, tmp_path):
+    model = exported["classifier"]
+    before = hashlib.sha256(model.read_bytes()).hexdigest()
+    out = tmp_path / "recalibrated.onnx"
+    r = run_ceod_on_a_line_pc(["calibrate", "--model", model, "--labels", labelled_parts, "--out", out,
+                               "--mode", "balanced"])
+    assert r.returncode == 0, r.stderr
+    assert hashlib.sha256(model.read_bytes()).hexdigest() == before
+    assert "before" in r.stdout and "after" in r.stdout and "false rejects" in r.stdout
+    props = _props(out)
+    fit = json.loads(props["ceod.threshold_fit"])
+    assert fit["mode"] == "balanced" and fit["fitted_on"].startswith("calibration labels checked.csv")
+    assert fit["previous"]["threshold"] == pytest.approx(json.loads(_props(model)["ceod.threshold"]))
+    # the threshold written is the balanced rule on these parts, scored as the line scores them
+    from ceod.data.imageio import read_image
+    from ceod.export.runtime import OnnxModel, classify
+    rows = list(csv.DictReader(labelled_parts.open()))
+    runtime = OnnxModel(model, "cpu")
+    scores = classify(runtime, runtime.run([read_image(labelled_parts.parent / r["path"]) for r in rows]))[0]
+    labels = np.array([r["label"] == "def" for r in rows], int)
+    assert json.loads(props["ceod.threshold"]) == pytest.approx(calibrate_threshold(scores, labels, "balanced"))
+    assert OnnxModel(out, "cpu").info.threshold == pytest.approx(json.loads(props["ceod.threshold"]))
+    # a second run never overwrites what it wrote, nor the input
+    again = run_ceod_on_a_line_pc(["calibrate", "--model", model, "--labels", labelled_parts, "--out", out])
+    assert again.returncode == 2 and "exists" in again.stderr
+    same = run_ceod_on_a_line_pc(["calibrate", "--model", model, "--labels", labelled_parts, "--out", model])
+    assert same.returncode == 2 and "never edits the input" in same.stderr
+    assert hashlib.sha256(model.read_bytes()).hexdigest() == before
+
+
+def test_calibrate_refuses_in_one_line_when_a_class_has_too_few_parts(exported, labelled_parts, tmp_path):
+    out = tmp_path / "never.onnx"
+    r = run_ceod_on_a_line_pc(["calibrate", "--model", exported["classifier"], "--labels", labelled_parts,
+                               "--out", out, "--mode", "escape", "--target-escape", "0.01"])
+    assert r.returncode == 2 and "def parts cannot fix an escape rate of 1.00% (100 needed)" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and not out.exists()
+    few = tmp_path / "few.csv"
+    few.write_text("\n".join(labelled_parts.read_text().splitlines()[:11]) + "\n")
+    import shutil
+    shutil.copy(few, labelled_parts.parent / "few.csv")
+    r = run_ceod_on_a_line_pc(["calibrate", "--model", exported["classifier"], "--labels",
+                               labelled_parts.parent / "few.csv", "--out", out, "--mode", "balanced"])
+    assert r.returncode == 2 and "at least 20 of each class" in r.stderr and not out.exists()
+    bad = labelled_parts.parent / "bad.csv"
+    bad.write_text("path,label\nds/nowhere.png,ok\n")
+    r = run_ceod_on_a_line_pc(["calibrate", "--model", exported["classifier"], "--labels", bad, "--out", out])
+    assert r.returncode == 2 and "line 2" in r.stderr and "not found" in r.stderr
