@@ -176,6 +176,7 @@ def evaluate_splits(model, cfg, meta: dict, splits: dict[str, LoadedSplit], seed
         au = audit(model, cfg, meta, audited, seed=seed)
         figures[split] = {**{k: ev.get(k) for k in ("balanced_accuracy", "balanced_accuracy_best_threshold",
                                                       "accuracy", "auroc", "f1", "aoi_attention")},
+                          **({"operating_point": ev["operating_point"]} if "operating_point" in ev else {}),
                           "flip": {k: au[k]["flip_rate"] for k in REPLACEMENTS},
                           "audit_balanced_accuracy": {k: au[k]["balanced_accuracy"] for k in REPLACEMENTS}}
     return figures

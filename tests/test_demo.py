@@ -44,6 +44,13 @@ def test_report_figures_match_the_run(demo):
     ceod = facts["evaluation"]["ceod"]["test_anti"]["balanced_accuracy"]
     assert f"{100 * (ceod - plain):+.1f} points" in facts["verdict"]
     assert (out / "bench" / "bench.json").is_file() and (out / "bench" / "bench.png").is_file()
+    # the operating point of each model in the line's terms, from the same evaluation
+    assert "Operating points, in the line's terms" in text
+    for name in ("plain", "ceod"):
+        at = facts["evaluation"][name]["test_anti"]["operating_point"]["shipped"]
+        n_anti = sum(1 for line in (out / "data" / "manifest.csv").read_text().splitlines() if ",test_anti," in line)
+        assert at["defects"] + at["ok_parts"] == n_anti and f"({at['escapes']}/{at['defects']})" in text
+    assert "torch on **" in text and facts["cpu_capability"] in text
 
 
 def test_demo_never_deletes_a_folder_it_did_not_create(tmp_path):
