@@ -53,7 +53,7 @@ def prepare_watch(model: OnnxModel, segmenter: str | Path, provider: str, every:
     can refuse the watch does so before the first frame."""
     if every < 1:
         raise CeodError(f"--watch-every {every}: sample every N >= 1 frames")
-    if not 0 < budget <= 1:
+    if not (0 < budget <= 1 or budget == float("inf")):  # inf: no budget (the offline replay)
         raise CeodError(f"--watch-budget {budget}: a share of the inspection time in (0, 1]")
     check_alpha(alpha)
     profile, block = read_profile(model.info.raw, str(model.path))

@@ -40,12 +40,14 @@ print('   trained the pretrained', m['backbone'], 'from the installed weights wh
 # The same exports with torch's sums done as other CPUs do them: a parity rule that depends on
 # the instruction set refuses one of these (scripts/kernels.sh).
 source "$REPO/scripts/kernels.sh"
+forced_start=$(date +%s)
 for kernels in "${FORCED_KERNELS[@]}"; do
     echo "   export again on forced-down kernels: $kernels"
     env $kernels "$T" export --model seg --out forced-segmenter.onnx | sed 's/^/   /'
     env $kernels "$T" export --model run --out forced-model.onnx --heatmap --features --segmenter segmenter.onnx \
         | sed 's/^/   /'
 done
+echo "   exports on forced-down kernels: $(( $(date +%s) - forced_start )) s"
 "$WORK/train/bin/python" - <<'PY'
 import ceod.classifier.train, ceod.contracts.config
 assert "site-packages" in ceod.classifier.train.__file__, ceod.classifier.train.__file__

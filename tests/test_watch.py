@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from ceod.export.drift import Monitor, window_test
+from conftest import run_ceod_on_a_line_pc
 from ceod.export.watch import QUANTILES, ProfileError, frame_statistics, part_position, read_profile, to_props
 
 
@@ -322,3 +323,30 @@ def test_synth_stream_cli_changes_at_the_frame_asked_and_refuses_bad_input(tmp_p
     assert main(["synth", "stream", str(tmp_path / "s"), "--frames", "4"]) == 2  # never over a stream
     assert main(["inspect", "--model", "m.onnx", "--source", str(tmp_path), "--watch-report", "r"]) == 2
     assert "--watch-report needs --watch" in capsys.readouterr().err
+
+
+def test_the_offline_watch_replays_a_log_into_the_same_alarms(watched, tmp_path):
+    """`ceod watch` on the log of a run made without --watch finds what the online watch found on
+    the same frames (same kinds, frames within one test interval), with no torch; a log judged by
+    another model is refused in one line."""
+    from ceod.pipeline.inspect import Inspector
+    stream = _stream(watched["root"], "fixture")
+    _, online = _inspect(watched, stream, tmp_path / "online", every=10)
+    log = tmp_path / "plain.jsonl"
+    Inspector(watched["model"], "cpu").run(str(stream / "frames"), log, batch=4, live=False)  # no --watch
+    out = tmp_path / "replayed"
+    r = run_ceod_on_a_line_pc(["watch", "--log", log, "--model", watched["model"], "--segmenter",
+                               watched["segmenter"], "--out", out, "--provider", "cpu"])
+    assert r.returncode == 0, r.stderr
+    replayed = [json.loads(line) for line in (out / "replay.jsonl").read_text().splitlines()]
+    assert len([x for x in replayed if x["status"] == "ok"]) == 400
+    changes = lambda records: {(x["kind"], x["statistic"]): x["frame"] for x in records  # noqa: E731
+                               if x["status"] == "drift" and x["ceiling"] is None}
+    assert changes(online) and set(changes(replayed)) == set(changes(online))
+    assert all(abs(changes(replayed)[k] - changes(online)[k]) <= 32 for k in changes(online))
+    assert json.loads((out / "watch.json").read_text())["frames"] == 400 and (out / "watch.html").is_file()
+    # the same log against another model file: refused before any frame is read
+    r = run_ceod_on_a_line_pc(["watch", "--log", log, "--model", watched["segmenter"], "--segmenter",
+                               watched["segmenter"], "--out", tmp_path / "never"])
+    assert r.returncode == 2 and "replay with the model file that judged the run" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "never").exists()

@@ -4,8 +4,8 @@ import their stage lazily inside the handler, so building the parser (and `ceod 
 loads torch. Shared flags and parsing helpers live in `common`."""
 
 from ceod.pipeline.commands import (bench, calibrate, data, demo, evaluate, experiment, export, inspect, predict_aoi,
-                                    segmenter, suggest, synth, train_classifier)
+                                    segmenter, suggest, synth, train_classifier, watch)
 
 # in the order `ceod --help` lists them: the flow, then the tools
-MODULES = (synth, data, segmenter, predict_aoi, suggest, train_classifier, evaluate, export, calibrate, inspect, bench,
+MODULES = (synth, data, segmenter, predict_aoi, suggest, train_classifier, evaluate, export, calibrate, inspect, watch, bench,
            demo, experiment)
