@@ -350,3 +350,33 @@ def test_the_offline_watch_replays_a_log_into_the_same_alarms(watched, tmp_path)
                                watched["segmenter"], "--out", tmp_path / "never"])
     assert r.returncode == 2 and "replay with the model file that judged the run" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "never").exists()
+
+
+def test_a_stream_of_real_images_changes_at_the_frame_asked_and_only_outside_the_part(tiny_dataset, tmp_path):
+    """`ceod data stream` on a dataset (the synthetic line's files stand in for real ones here):
+    jittered frames, none identical, the fixture drawn from frame K on outside the AOI only, the
+    ground truth beside them, and the dataset folder left as it was."""
+    import csv
+    import cv2
+    before = sorted(p.name for p in tiny_dataset.rglob("*"))
+    r = run_ceod_on_a_line_pc(["data", "stream", tiny_dataset, tmp_path / "s", "--split", "test", "--change",
+                               "fixture", "--at", "20", "--frames", "40", "--seed", "3"])
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in tiny_dataset.rglob("*")) == before
+    truth = json.loads((tmp_path / "s" / "change.json").read_text())
+    assert truth["change"] == "fixture" and truth["at"] == 20 and truth["frames"] == 40
+    rows = list(csv.DictReader((tmp_path / "s" / "stream.csv").open()))
+    assert [int(x["changed"]) for x in rows] == [0] * 20 + [1] * 20
+    frames = [cv2.imread(str(tmp_path / "s" / x["image"])) for x in rows]
+    assert len({f.tobytes() for f in frames}) == 40  # 16 test images, 40 frames: jitter makes each its own
+    for x, frame in zip(rows, frames):
+        aoi = cv2.imread(str(tmp_path / "s" / x["aoi"]), cv2.IMREAD_GRAYSCALE) > 0
+        bar = np.zeros(aoi.shape, bool)
+        bar[:4] = True
+        bright = (frame[bar & ~aoi] >= 228).all(axis=-1).mean() if (bar & ~aoi).any() else 0
+        if int(x["changed"]):
+            assert bright == 1.0
+        else:
+            assert bright < 0.5
+    again = run_ceod_on_a_line_pc(["data", "stream", tiny_dataset, tmp_path / "s", "--change", "lamp"])
+    assert again.returncode == 2 and "already holds a stream" in again.stderr

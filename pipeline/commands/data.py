@@ -1,4 +1,4 @@
-"""`ceod data check` and `ceod data import`: dataset tools."""
+"""`ceod data check`, `ceod data import` and `ceod data stream`: dataset tools."""
 
 from __future__ import annotations
 
@@ -35,6 +35,26 @@ def register(sub: argparse._SubParsersAction) -> None:
     di.add_argument("--base", help="coco/labelme: fill the AOI cells of this dataset's rows (closes the annotation loop)")
     di.add_argument("--skip-bad", action="store_true", help="skip broken entries with a warning and a count")
     di.set_defaults(handler=import_)
+    ds = dsub.add_parser("stream", help="a line stream of a dataset's real images that changes at a known frame "
+                                        "(the drift watch's bench on real parts)")
+    ds.add_argument("dataset", help="a dataset folder (manifest.csv with AOI masks); only read")
+    ds.add_argument("out", help="a new folder: frames/, aoi/, stream.csv and change.json (the ground truth)")
+    ds.add_argument("--split", default="test", help="the split whose images make the stream")
+    ds.add_argument("--split-column", default="split", help="manifest column holding the split (e.g. split_grouped)")
+    ds.add_argument("--change", default="none", help="what changes at --at: none, lamp, belt, fixture, camera, dirt, "
+                                                      "defect_rate")
+    ds.add_argument("--at", type=int, help="the first changed frame (default: half way)")
+    ds.add_argument("--frames", type=int, default=1000, help="number of frames")
+    ds.add_argument("--seed", type=int, default=0, help="seed of the frame order and the jitter")
+    ds.set_defaults(handler=stream)
+
+
+def stream(a: argparse.Namespace) -> int:
+    from ceod.data.stream import stream_from_dataset
+    r = stream_from_dataset(a.dataset, a.out, a.split, a.split_column, a.change, a.at, a.frames, a.seed)
+    print(f"wrote {r['frames']} frames of split '{r['split']}' to {r['out']}/frames in {r['seconds']} s; change "
+          f"{r['change']}" + (f" from frame {r['at']}" if r["at"] is not None else "") + "; ground truth in change.json")
+    return 0
 
 
 def import_(a: argparse.Namespace) -> int:
