@@ -106,8 +106,7 @@ def calibrate_model(model_path: str | Path, labels_path: str | Path, out: str | 
     digest = hashlib.sha256(labels_path.read_bytes()).hexdigest()[:16]
     provenance = threshold_provenance(mode, target_recall, target_escape,
                                       f"calibration labels {labels_path.name} (sha256 {digest})",
-                                      scores, labels, [str(p) for p in images], after_t)
-    provenance["families"] = None  # parts checked on the line carry no family: each counts once
+                                      scores, labels, None, after_t)  # line parts carry no family
     provenance["previous"] = {"threshold": before_t, **({"fit": fit_before} if fit_before else {})}
     proto = onnx.load(str(model_path))
     props = {p.key: p for p in proto.metadata_props}

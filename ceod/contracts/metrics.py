@@ -199,17 +199,19 @@ def format_operating_points(op: dict[str, object]) -> str:
 
 
 def threshold_provenance(mode: str, target_recall: float, target_escape: float, fitted_on: str,
-                         scores: np.ndarray, labels: np.ndarray, families: list[str] | np.ndarray,
+                         scores: np.ndarray, labels: np.ndarray, families: list[str] | np.ndarray | None,
                          threshold: float) -> dict[str, object]:
     """Where a threshold came from, as the exported model carries it: the rule, its target, the
-    rows it was fitted on (parts and families per class) and its figures on those rows."""
+    rows it was fitted on (parts and, where known, families per class) and its figures on those rows."""
     labels = np.asarray(labels).astype(bool)
-    families = np.asarray(families)
     point = operating_point(scores, labels, threshold)
+    if families is not None:
+        families = np.asarray(families)
     return {"mode": mode, "target": {"recall": target_recall, "escape": target_escape}.get(mode),
             "fitted_on": fitted_on,
             "parts": {"ok": int((~labels).sum()), "def": int(labels.sum())},
-            "families": {"ok": int(len(np.unique(families[~labels]))), "def": int(len(np.unique(families[labels])))},
+            "families": None if families is None else {"ok": int(len(np.unique(families[~labels]))),
+                                                        "def": int(len(np.unique(families[labels])))},
             "escape_rate": point["escape_rate"], "false_reject_rate": point["false_reject_rate"],
             "balanced_accuracy": point["balanced_accuracy"]}
 

@@ -19,7 +19,7 @@ import numpy as np
 from ceod.contracts.config import ConfigError
 from ceod.data.imageio import read_image, read_mask
 from ceod.data.manifest import Sample, read_manifest
-from ceod.data.synth import CHANGES
+from ceod.data.synth import CHANGES, first_changed_frame
 
 REAL_CHANGES: dict[str, str] = {
     "none": CHANGES["none"],
@@ -88,13 +88,7 @@ def stream_from_dataset(dataset: str | Path, out: str | Path, split: str = "test
     from ceod.progress import progress_bar
 
     out = Path(out)
-    if change not in REAL_CHANGES:
-        raise ConfigError(f"--change {change}: choose one of {', '.join(REAL_CHANGES)}")
-    if frames < 1:
-        raise ConfigError(f"--frames {frames}: give at least one frame")
-    at = frames if change == "none" else (frames // 2 if at is None else at)
-    if not 0 <= at <= frames:
-        raise ConfigError(f"--at {at}: the change must start within the stream's {frames} frames")
+    at = first_changed_frame(change, REAL_CHANGES, frames, at)
     if (out / "stream.csv").exists() or (out / "frames").exists():
         raise FileExistsError(f"{out} already holds a stream; choose an empty folder")
     manifest = read_manifest(dataset, split_column, collect_only=True)

@@ -353,6 +353,19 @@ def _changed(cfg: SynthConfig, rng: np.random.Generator, change: str, style: str
     return r, is_def
 
 
+def first_changed_frame(change: str, kinds: dict[str, str], frames: int, at: int | None) -> int:
+    """A stream's settings checked: the change one of `kinds`, at least one frame, and the first
+    changed frame (half way by default; `frames`, i.e. never, for no change)."""
+    if change not in kinds:
+        raise ConfigError(f"--change {change}: choose one of {', '.join(kinds)}")
+    if frames < 1:
+        raise ConfigError(f"--frames {frames}: give at least one frame")
+    at = frames if change == "none" else (frames // 2 if at is None else at)
+    if not 0 <= at <= frames:
+        raise ConfigError(f"--at {at}: the change must start within the stream's {frames} frames")
+    return at
+
+
 def synthesize_stream(out: str | Path, cfg: SynthConfig, seed: int, frames: int, change: str = "none",
                       at: int | None = None, style: str = "test_shift", progress: bool = True) -> dict:
     """A stream of line frames (frames/frame_NNNNN.png, their AOI in aoi/, and stream.csv with
@@ -360,15 +373,9 @@ def synthesize_stream(out: str | Path, cfg: SynthConfig, seed: int, frames: int,
     the bench for `ceod inspect --watch`. `style` sets the distractor-label relation before the
     change: `test` keeps the training correlation, `test_shift` makes it independent."""
     out = Path(out)
-    if change not in CHANGES:
-        raise ConfigError(f"--change {change}: choose one of {', '.join(CHANGES)}")
     if style not in STREAM_STYLES:
         raise ConfigError(f"--style {style}: choose one of {', '.join(STREAM_STYLES)}")
-    if frames < 1:
-        raise ConfigError(f"--frames {frames}: give at least one frame")
-    at = frames if change == "none" else (frames // 2 if at is None else at)
-    if not 0 <= at <= frames:
-        raise ConfigError(f"--at {at}: the change must start within the stream's {frames} frames")
+    at = first_changed_frame(change, CHANGES, frames, at)
     if (out / "stream.csv").exists() or (out / "manifest.csv").exists():
         raise FileExistsError(f"{out} already holds a dataset or stream; choose an empty folder")
     start = time.perf_counter()
