@@ -14,10 +14,16 @@ from ceod.data.manifest import read_manifest
 from ceod.contracts.errors import CeodError
 from ceod.contracts.metrics import classification_metrics, csv_safe, nanmean, operating_points
 from ceod.training.transforms import flat_background, swap_background
+from ceod.data.clutter import draw_clutter
 from ceod.data.overlay import draw_overlay, grid, save_rgb
 from ceod.classifier.inference import aoi_attention, load_classifier, predict
 
-REPLACEMENTS = ("swap", "swap_flat", "shift", "grey", "noise")
+REPLACEMENTS = ("swap", "swap_flat", "shift", "grey", "noise", "clutter")
+REPLACEMENTS_NOTE = ("swap: another class's background, its part removed by inpainting or, on the synthetic line, "
+                     "rendered without it; swap_flat: the same donors with the part filled flat, the first audit; "
+                     "shift: background grey moved to the other class's mean; grey: constant; noise: random; "
+                     "clutter: cables, labels, glare, bolts and tape never seen in training drawn outside the AOI, "
+                     "the same kinds for every class")
 
 
 def load_eval_split(run: str | Path, data: str | Path, split: str, split_column: str | None = None,
@@ -94,9 +100,13 @@ def replace_outside(data: LoadedSplit, how: str, seed: int = 0) -> np.ndarray:
     shift: the background's grey level moved to the mean background level of another class
            (the other one for ok/def; a random other class among K);
     grey:  a constant, the split's mean background colour;
-    noise: uniform random pixels.
+    noise: uniform random pixels;
+    clutter: 3-6 objects no training image showed (cables, labels, glare, bolts, tape; the same
+           kinds for every class) drawn outside the AOI (`ceod.data.clutter`).
     """
     rng = np.random.default_rng(seed)
+    if how == "clutter":
+        return np.stack([draw_clutter(image, aoi, rng) for image, aoi in zip(data.images, data.aoi)])
     images = data.images.astype(np.float32)
     inside = data.aoi[..., None] > 0
     outside = ~inside
@@ -161,6 +171,13 @@ def audit(model, cfg, meta: dict, data: LoadedSplit, seed: int = 0,
     return result
 
 
+def audit_subset(data: LoadedSplit, seed: int, audit_max: int) -> LoadedSplit:
+    """The seeded subset of at most `audit_max` images the audit reads (0: all of them)."""
+    if not audit_max or len(data) <= audit_max:
+        return data
+    return data.subset(sorted(np.random.default_rng(seed).permutation(len(data))[:audit_max]))
+
+
 def evaluate_splits(model, cfg, meta: dict, splits: dict[str, LoadedSplit], seed: int = 0, audit_max: int = 0,
                     heatmaps: int = 0, heatmap_dir: Path | None = None) -> dict[str, dict[str, Any]]:
     """Every test split's figures: accuracy, balanced accuracy (and at the best threshold, never
@@ -170,10 +187,7 @@ def evaluate_splits(model, cfg, meta: dict, splits: dict[str, LoadedSplit], seed
     figures = {}
     for split, data in splits.items():
         ev = evaluate(model, cfg, meta, data, heatmaps, None if heatmap_dir is None else heatmap_dir / f"eval_{split}")
-        audited = data
-        if audit_max and len(data) > audit_max:
-            audited = data.subset(sorted(np.random.default_rng(seed).permutation(len(data))[:audit_max]))
-        au = audit(model, cfg, meta, audited, seed=seed)
+        au = audit(model, cfg, meta, audit_subset(data, seed, audit_max), seed=seed)
         figures[split] = {**{k: ev.get(k) for k in ("balanced_accuracy", "balanced_accuracy_best_threshold",
                                                       "accuracy", "auroc", "f1", "aoi_attention")},
                           **({"operating_point": ev["operating_point"]} if "operating_point" in ev else {}),

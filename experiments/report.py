@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from ceod.classifier.evaluate import REPLACEMENTS
+from ceod.classifier.evaluate import REPLACEMENTS, REPLACEMENTS_NOTE
 from ceod.experiments.datasets import DatasetSpec
 
 
@@ -44,16 +44,12 @@ def summarise(spec: DatasetSpec, results: list[dict[str, Any]], choices: dict[st
     if choices:
         lines.append("")
     lines.append(f"Seeds: {seeds}. Mean ± std over seeds. Flip = fraction of decisions that change when the "
-                 "outside of the AOI is replaced (swap: another class's background, its part removed by inpainting or, "
-                 "on the synthetic line, rendered without it; swap_flat: the same donors with the part filled flat, "
-                 "the first audit; shift: background grey "
-                 "moved to the other class's mean; grey: constant; noise: random).")
+                 f"outside of the AOI is replaced ({REPLACEMENTS_NOTE}).")
     lines.append("")
     for split in spec.test_splits:
         lines += [f"**{split}**", "",
-                  "| variant | balanced acc. | AUROC | aoi_attention | flip swap | flip swap_flat (old audit) "
-                  "| flip shift | flip grey | flip noise | bal. acc. after swap |",
-                  "|---|---|---|---|---|---|---|---|---|---|"]
+                  "| variant | balanced acc. | AUROC | aoi_attention | " + " | ".join(f"flip {k}" for k in REPLACEMENTS)
+                  + " | bal. acc. after swap |", "|---|---|---|---|" + "---|" * len(REPLACEMENTS) + "---|"]
         for v in variants:
             rs = [r["splits"][split] for r in results if r["variant"] == v]
             lines.append(f"| {v} | {_ms([r['balanced_accuracy'] for r in rs])} | {_ms([r['auroc'] for r in rs])} | "

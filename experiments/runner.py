@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from ceod.classifier.config import ClassifierConfig, resolve, variant_overrides
-from ceod.classifier.evaluate import REPLACEMENTS, audit, evaluate, evaluate_splits
+from ceod.classifier.evaluate import REPLACEMENTS, audit, audit_subset, evaluate, evaluate_splits
 from ceod.classifier.inference import load_classifier
 from ceod.classifier.train import train_classifier
 from ceod.contracts.config import from_dict, load_config, to_dict
@@ -35,8 +35,11 @@ def run_one(spec: DatasetSpec, variant: str, seed: int, out: Path, epochs: int |
             if not result_path.is_file():  # another process may have finished it while we waited
                 _train_and_evaluate(spec, variant, seed, run, result_path, epochs)
     result = json.loads(result_path.read_text())
-    if "val_audit" not in result:  # results from before the validation audit: add it
+    if set(REPLACEMENTS) - set(result.get("val_audit", {})):  # from before the validation audit or a replacement
         result["val_audit"] = validation_audit(spec, run, seed)
+        result_path.write_text(json.dumps(result, indent=1))
+    if any(set(REPLACEMENTS) - set(r["flip"]) for r in result["splits"].values()):
+        result["splits"] = _with_every_replacement(spec, run, seed, result["splits"])
         result_path.write_text(json.dumps(result, indent=1))
     if any("balanced_accuracy_best_threshold" not in r for r in result["splits"].values()):
         result["splits"] = _with_best_threshold(spec, run, seed, result["splits"])
@@ -52,6 +55,19 @@ def _with_best_threshold(spec: DatasetSpec, run: Path, seed: int, splits: dict[s
         data = load_split(manifest.split(split), cfg.input_size, root=spec.data, classes=manifest.classes)
         figures["balanced_accuracy_best_threshold"] = evaluate(model, cfg, meta, data).get(
             "balanced_accuracy_best_threshold")
+    return splits
+
+
+def _with_every_replacement(spec: DatasetSpec, run: Path, seed: int, splits: dict[str, dict]) -> dict[str, dict]:
+    """Results from before a replacement joined the audit: audit the kept model again, on the
+    same seeded subset `evaluate_splits` audits (the replacements already there come out the same)."""
+    model, cfg, meta = load_classifier(run)
+    manifest = read_manifest(spec.data, spec.split_column_for(seed), classes=class_names(meta))
+    for split, figures in splits.items():
+        data = load_split(manifest.split(split), cfg.input_size, root=spec.data, classes=manifest.classes)
+        au = audit(model, cfg, meta, audit_subset(data, seed, spec.audit_max), seed=seed)
+        figures["flip"] = {k: au[k]["flip_rate"] for k in REPLACEMENTS}
+        figures["audit_balanced_accuracy"] = {k: au[k]["balanced_accuracy"] for k in REPLACEMENTS}
     return splits
 
 
@@ -113,8 +129,10 @@ def _finished_training(run: Path, cfg: ClassifierConfig) -> dict[str, Any] | Non
     except (OSError, ValueError):
         return None
     old, new = summary.get("config") or {}, to_dict(cfg)
-    if cfg.loss.kind == "ce":  # the other loss keys do nothing under CE: a changed default there is no change
-        old, new = {**old, "loss": {"kind": "ce"}}, {**new, "loss": {"kind": "ce"}}
+    if cfg.loss.kind == "ce":  # the term's keys do nothing under CE: a changed default there is no change
+        old, new = ({**c, "loss": {k: v for k, v in (c.get("loss") or {}).items()
+                                   if k == "kind" or (k.startswith("consistency_") and c["loss"].get("consistency_weight"))}}
+                    for c in (old, new))
     return summary if (run / "best.pt").is_file() and old == new else None
 
 
