@@ -69,6 +69,12 @@ class LossConfig:
     # batch (weight input_grad_weight, under the same gate and ramp); 0 = off
     input_grad_weight: float = 0.0
     input_grad_images: int = 4
+    # counterfactual consistency: a second view of the first consistency_images images of each
+    # batch with the outside of the AOI replaced (another training image's background, its grey
+    # level moved, or both), and consistency_weight * the squared difference of the two views'
+    # centred logits; ramped in with warmup_epochs. 0 = off
+    consistency_weight: float = 0.0
+    consistency_images: int = 16
 
     def validate(self) -> None:
         from ceod.classifier.distances import DISTANCES, TARGETS
@@ -78,6 +84,8 @@ class LossConfig:
             raise ConfigError("config keys 'loss.input_grad_weight' >= 0, 'loss.input_grad_images' >= 1")
         if self.sampled_classes < 1:
             raise ConfigError("config key 'loss.sampled_classes': at least 1")
+        if self.consistency_weight < 0 or self.consistency_images < 1:
+            raise ConfigError("config keys 'loss.consistency_weight' >= 0 (0: off), 'loss.consistency_images' >= 1")
         if self.weight < 0 or self.eps <= 0 or self.warmup_epochs < 0:
             raise ConfigError("config keys 'loss.weight' >= 0, 'loss.eps' > 0, 'loss.warmup_epochs' >= 0")
         if self.gate_ce <= 0 or self.gate_window < 1 or self.ramp_steps < 0 or not 0 <= self.gate_deadline <= 1:

@@ -106,6 +106,17 @@ class LossOutput:
     ce: torch.Tensor
     term: torch.Tensor  # the mean distance (detached value is what gets logged)
     weight: float
+    consistency: torch.Tensor | None = None  # the counterfactual term's value, where it ran
+
+
+def consistency_term(logits: torch.Tensor, counterfactual_logits: torch.Tensor) -> torch.Tensor:
+    """Mean over images of the squared change of the centred logits (z - mean_k z_k) between an
+    image and its counterfactual view (same part, another outside): in logit units, so its scale
+    does not depend on the backbone; for ok/def, half the squared change of the decision margin."""
+    k = len(counterfactual_logits)
+    a = logits[:k] - logits[:k].mean(dim=1, keepdim=True)
+    b = counterfactual_logits - counterfactual_logits.mean(dim=1, keepdim=True)
+    return ((a - b) ** 2).sum(dim=1).mean()
 
 
 class CEODLoss(nn.Module):
@@ -162,9 +173,26 @@ class CEODLoss(nn.Module):
         outside = 1 - masks  # [N,1,H,W] broadcasts over the colour channels
         return ((outside * grads) ** 2).sum(dim=(1, 2, 3)).mean()
 
+    def consistency_ramp(self, epoch: int) -> float:
+        """The consistency term's share of its weight at this epoch: the warmup_epochs ramp."""
+        if self.cfg.warmup_epochs <= 0:
+            return 1.0
+        return min(1.0, (epoch + 1) / (self.cfg.warmup_epochs + 1))
+
     def forward(self, model: nn.Module, logits: torch.Tensor, features: torch.Tensor,
                 masks: torch.Tensor, labels: torch.Tensor, epoch: int = 0,
-                inputs: torch.Tensor | None = None) -> LossOutput:
+                inputs: torch.Tensor | None = None, counterfactual_logits: torch.Tensor | None = None) -> LossOutput:
+        out = self._forward(model, logits, features, masks, labels, epoch, inputs)
+        if counterfactual_logits is None or self.cfg.consistency_weight <= 0:
+            return out
+        c = consistency_term(logits, counterfactual_logits)
+        out.total = out.total + self.cfg.consistency_weight * self.consistency_ramp(epoch) * c
+        out.consistency = c
+        return out
+
+    def _forward(self, model: nn.Module, logits: torch.Tensor, features: torch.Tensor,
+                 masks: torch.Tensor, labels: torch.Tensor, epoch: int = 0,
+                 inputs: torch.Tensor | None = None) -> LossOutput:
         ce = F.cross_entropy(logits, labels)
         w = self.weight_at(epoch)
         if self.cfg.kind == "rrr":

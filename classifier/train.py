@@ -34,10 +34,14 @@ MaskSource = Callable[[list[Sample], int], np.ndarray]
 def loss_name(cfg: ClassifierConfig) -> str:
     loss = cfg.loss
     if loss.kind == "ce":
-        return "ce"
-    if loss.kind == "rrr":
-        return f"rrr(lambda={loss.weight:g})"
-    return f"ceod(w={loss.weight:g},target={loss.target},distance={loss.distance},apply_to={loss.apply_to})"
+        name = "ce"
+    elif loss.kind == "rrr":
+        name = f"rrr(lambda={loss.weight:g})"
+    else:
+        name = f"ceod(w={loss.weight:g},target={loss.target},distance={loss.distance},apply_to={loss.apply_to})"
+    if loss.consistency_weight > 0:
+        name += f"+consistency(w={loss.consistency_weight:g},images={loss.consistency_images})"
+    return name
 
 
 def classifier_stage(cfg: ClassifierConfig, data: str | Path, seed: int, ctx: DistContext,
@@ -76,18 +80,26 @@ def classifier_stage(cfg: ClassifierConfig, data: str | Path, seed: int, ctx: Di
         criterion = CEODLoss(cfg.loss, total_steps)
 
         def step(model, batch, epoch):
-            x, m, y, _ = batch
+            x, m, y = batch[0], batch[1], batch[2]
             x, m, y = x.to(ctx.device, memory_format=torch.channels_last), m.to(ctx.device), y.to(ctx.device)
             if criterion.needs_input_grad:
                 x.requires_grad_(True)
-            logits, feats = model(x, return_features=True)
-            res = criterion(model, logits, feats, m, y, epoch, inputs=x)
+            counterfactual = None
+            if len(batch) > 4:  # the consistency term: one forward over both views, BatchNorm sees both
+                views = batch[4][:cfg.loss.consistency_images].to(ctx.device, memory_format=torch.channels_last)
+                logits, feats = model(torch.cat([x, views]), return_features=True)
+                logits, feats, counterfactual = logits[:len(x)], feats[:len(x)], logits[len(x):]
+            else:
+                logits, feats = model(x, return_features=True)
+            res = criterion(model, logits, feats, m, y, epoch, inputs=x, counterfactual_logits=counterfactual)
             if criterion.gate.observe(res.ce.item()) and ctx.is_main:
                 print(f"[classifier] the {cfg.loss.kind} term switched on at step {criterion.gate.step} "
                       f"(epoch {epoch + 1}); w ramps to {cfg.loss.weight:g} over {cfg.loss.ramp_steps} steps",
                       flush=True)
-            return res.total, {"loss": res.total.item(), "ce": res.ce.item(), "aoi_term": res.term.item(),
-                               "aoi_weight": res.weight}
+            logs = {"loss": res.total.item(), "ce": res.ce.item(), "aoi_term": res.term.item(), "aoi_weight": res.weight}
+            if res.consistency is not None:
+                logs["consistency"] = res.consistency.item()
+            return res.total, logs
 
         state: dict[str, Any] = {}
 
@@ -134,7 +146,8 @@ def classifier_stage(cfg: ClassifierConfig, data: str | Path, seed: int, ctx: Di
 
     return Stage(kind="classifier", cfg=cfg, build=build, check=check,
                  masks=(lambda train: mask_source(train.samples, cfg.input_size)) if mask_source else None,
-                 background_swap=background_swap_probability(cfg.augment))
+                 background_swap=background_swap_probability(cfg.augment),
+                 counterfactual=cfg.loss.consistency_weight > 0)
 
 
 def train_classifier(cfg: ClassifierConfig, data: str | Path, out: str | Path, seed: int = 0,

@@ -153,7 +153,10 @@ def training_cost(input_size: int | None = None, batch: int | None = None, iters
                 # against the receptive-field leak: RRR's input gradient on 4 images of the batch
                 "ceod_fast_input_grad4": {"kind": "ceod", "gradcam": "fast", "input_grad_weight": 10.0,
                                           "input_grad_images": 4},
-                "rrr": {"kind": "rrr", "weight": 10.0}}
+                "rrr": {"kind": "rrr", "weight": 10.0},
+                # against the receptive-field leak: a second view of 16 images with the outside replaced
+                "ceod_fast_consistency16": {"kind": "ceod", "gradcam": "fast", "consistency_weight": 1.0,
+                                            "consistency_images": 16}}
     if backbone.startswith("efficientnet_lite"):  # a map twice as fine: dilated last stages
         variants["ceod_fast_output_stride16"] = {"kind": "ceod", "gradcam": "fast", "model": {"output_stride": 16}}
     g = torch.Generator().manual_seed(0)
@@ -174,8 +177,10 @@ def training_cost(input_size: int | None = None, batch: int | None = None, iters
 
     def forward_loss(model, loss):
         xs = x.clone().requires_grad_(loss.needs_input_grad)
-        logits, feats = model(xs, return_features=True)
-        return loss(model, logits, feats, m, y, inputs=xs)
+        k = min(loss.cfg.consistency_images, batch) if loss.cfg.consistency_weight > 0 else 0
+        logits, feats = model(torch.cat([xs, xs[:k].flip(-1)]) if k else xs, return_features=True)
+        counterfactual = logits[batch:] if k else None  # as training does: one forward over both views
+        return loss(model, logits[:batch], feats[:batch], m, y, inputs=xs, counterfactual_logits=counterfactual)
 
     def make_step(name):
         model, loss, opt = setups[name]

@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 
@@ -205,3 +206,46 @@ def test_registries_drive_the_config_and_name_the_known_entries():
         assert out.term.item() == pytest.approx(1.0)
     finally:
         DISTANCES.pop("everything_outside")
+
+
+def test_consistency_term_reads_only_what_the_outside_changed_in_the_decision():
+    from ceod.classifier.loss import consistency_term
+    z = torch.tensor([[2.0, -1.0], [0.5, 0.3], [1.0, 1.0]])
+    assert consistency_term(z, z[:2]).item() == 0.0
+    assert consistency_term(z, z[:2] + 5.0).item() == pytest.approx(0.0, abs=1e-6)  # a common shift decides nothing
+    moved = z[:2] + torch.tensor([[1.0, -1.0], [0.0, 0.0]])  # the margin of image 0 moves by 2
+    assert consistency_term(z, moved).item() == pytest.approx((1.0 ** 2 + 1.0 ** 2) / 2)
+    with_term = CEODLoss(LossConfig(kind="ce", consistency_weight=2.0, warmup_epochs=0))
+    model = _model()
+    x, masks, labels = _batch()
+    logits, feats = model(x, return_features=True)
+    out = with_term(model, logits, feats, masks, labels, counterfactual_logits=logits[:2].detach() + torch.tensor([1.0, -1.0]))
+    assert out.consistency is not None and out.total.item() > out.ce.item()
+    assert with_term.consistency_ramp(0) == 1.0
+    ramped = CEODLoss(LossConfig(kind="ce", consistency_weight=2.0, warmup_epochs=3))
+    assert ramped.consistency_ramp(0) == pytest.approx(0.25) and ramped.consistency_ramp(5) == 1.0
+
+
+def test_counterfactual_view_changes_the_outside_only_and_training_logs_the_term(tiny_dataset, tmp_path):
+    import json
+
+    from ceod.classifier.train import train_classifier
+    from ceod.data.loading import load_split
+    from ceod.data.manifest import read_manifest
+    from ceod.training.torchdata import SplitDataset
+    from ceod.training.transforms import outside_counterfactual
+    from tests.conftest import tiny_classifier_config
+    data = load_split(read_manifest(tiny_dataset).split("train")[:8], 64, root=tiny_dataset)
+    np.random.seed(0)
+    for i in range(8):
+        view = outside_counterfactual(data.images[i], data.aoi[i], data.backgrounds[(i + 1) % 8])
+        inside = data.aoi[i] > 0
+        assert np.array_equal(view[inside], data.images[i][inside])
+        assert np.abs(view.astype(int) - data.images[i])[~inside].mean() > 1
+    ds = SplitDataset(data, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), None, counterfactual=True)
+    x, m, _, _, view = ds[0]
+    assert torch.equal(x[:, m[0] > 0], view[:, m[0] > 0]) and not torch.equal(x, view)
+    cfg = tiny_classifier_config(**{"train.epochs": 1, "loss.consistency_weight": 1.0, "loss.consistency_images": 4})
+    summary = train_classifier(cfg, tiny_dataset, tmp_path / "run", seed=0, progress=False)
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert history[0]["train_consistency"] >= 0 and "consistency(w=1" in summary["loss"]

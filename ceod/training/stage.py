@@ -52,6 +52,7 @@ class Stage:
     # AOI masks of the training rows when they do not come from the manifest (predicted ones)
     masks: Callable[[LoadedSplit], np.ndarray] | None = None
     background_swap: float = 0.0  # probability of the mask-driven background swap
+    counterfactual: bool = False  # batches carry a fifth item: each image with its outside replaced
     check: Callable[[LoadedSplit, LoadedSplit], None] = field(default=lambda train, val: None)
 
 
@@ -70,7 +71,8 @@ def train_stage(stage: Stage, data: str | Path, out: str | Path, *, seed: int = 
     stage.check(train, val)
     augment = build_augment(cfg.augment)
     dataset = SplitDataset(train, tuple(cfg.mean), tuple(cfg.std), augment,
-                           stage.masks(train) if stage.masks else None, stage.background_swap)
+                           stage.masks(train) if stage.masks else None, stage.background_swap,
+                           stage.counterfactual)
     loader = make_loader(dataset, cfg.train.batch_size, seed, ctx)
     fp = fingerprint(train.samples)
     parts = stage.build(train, val, loader, fp)

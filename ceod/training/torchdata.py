@@ -8,11 +8,13 @@ from torch.utils.data import Dataset
 
 from ceod.data.loading import LoadedSplit
 from ceod.data.imageio import normalize
-from ceod.training.transforms import apply_augment, clean_background, swap_background
+from ceod.training.transforms import apply_augment, clean_background, outside_counterfactual, swap_background
 
 
 class SplitDataset(Dataset):
-    """Yields (image [3,S,S] float, aoi [1,S,S] float, label, index).
+    """Yields (image [3,S,S] float, aoi [1,S,S] float, label, index), and with `counterfactual`
+    a fifth item: the augmented image with the outside of its AOI replaced
+    (`outside_counterfactual`, a random other training image's part-free background as donor).
 
     `background_swap` > 0: with that probability an image keeps its AOI and takes the outside of
     a random other training image (mask-driven background augmentation, zero inference cost),
@@ -21,10 +23,12 @@ class SplitDataset(Dataset):
     Draws use numpy's global generator, which the training loop reseeds every epoch."""
 
     def __init__(self, data: LoadedSplit, mean: tuple[float, ...], std: tuple[float, ...],
-                 augment=None, masks: np.ndarray | None = None, background_swap: float = 0.0) -> None:
+                 augment=None, masks: np.ndarray | None = None, background_swap: float = 0.0,
+                 counterfactual: bool = False) -> None:
         self.data, self.mean, self.std, self.augment = data, mean, std, augment
         self.masks = data.aoi if masks is None else masks
         self.background_swap = background_swap
+        self.counterfactual = counterfactual
         self._clean: dict[int, np.ndarray] = {}
 
     def __len__(self) -> int:
@@ -45,4 +49,10 @@ class SplitDataset(Dataset):
         image, (mask,) = apply_augment(self.augment, image, [self.masks[i]])
         x = torch.from_numpy(normalize(image[None], self.mean, self.std)[0])
         m = torch.from_numpy(np.ascontiguousarray(mask, dtype=np.float32))[None]
-        return x, m, int(self.data.labels[i]), i
+        if not self.counterfactual:
+            return x, m, int(self.data.labels[i]), i
+        donor = None
+        if len(self.data) > 1:
+            donor = self._background((i + np.random.randint(1, len(self.data))) % len(self.data))
+        view = outside_counterfactual(image, mask, donor)
+        return x, m, int(self.data.labels[i]), i, torch.from_numpy(normalize(view[None], self.mean, self.std)[0])

@@ -62,6 +62,24 @@ def swap_background(image: np.ndarray, aoi: np.ndarray, donor: np.ndarray, donor
     return np.where(aoi[..., None] > 0, image, background).astype(image.dtype)
 
 
+COUNTERFACTUALS = ("swap", "tone", "swap+tone")
+
+
+def outside_counterfactual(image: np.ndarray, aoi: np.ndarray, donor_background: np.ndarray | None) -> np.ndarray:
+    """The image with only the outside of its AOI changed, for the consistency term's second
+    view: another training image's part-free background (`swap`), the outside's grey level and
+    contrast moved (`tone`: gain 0.6-1.4, offset -30..30 grey levels), or both; drawn from numpy's
+    global generator as the dataset's other draws are. Without a donor, `tone` only."""
+    kind = COUNTERFACTUALS[np.random.randint(len(COUNTERFACTUALS))] if donor_background is not None else "tone"
+    outside = np.asarray(aoi) == 0
+    view = np.where(outside[..., None], donor_background, image) if "swap" in kind else image
+    view = view.astype(np.float32)
+    if "tone" in kind:
+        gain, offset = np.random.uniform(0.6, 1.4), np.random.uniform(-30, 30)
+        view[outside] = view[outside] * gain + offset
+    return np.clip(np.rint(view), 0, 255).astype(np.uint8)
+
+
 def build_augment(spec: list[dict[str, Any]] | None, key: str = "augment"):
     """`[{name: HorizontalFlip, p: 0.5}, ...]` -> A.Compose, or None for an empty list.
     `BackgroundSwap` entries are left to the dataset (see background_swap_probability)."""
