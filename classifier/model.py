@@ -68,8 +68,14 @@ class AnomalyClassifier(nn.Module):
         """A head linear in the features: its class maps come from one einsum (fast path)."""
         return isinstance(self.head, (GapLinearHead, FlattenLinearHead))
 
-    def forward(self, x: torch.Tensor, return_features: bool = False):
+    def forward(self, x: torch.Tensor, return_features: bool = False, views: int = 0):
+        """`views=n`: the last n images are second views; returns (logits, features, view_logits) of
+        one backbone pass (BatchNorm sees both), the head applied to each part's own slice of the
+        map so that the first logits are a function of the returned features (general Grad-CAM)."""
         a = self.features(x)
+        if views:
+            first = a[:len(a) - views]
+            return self.head(first), first, self.head(a[len(a) - views:])
         logits = self.head(a)
         return (logits, a) if return_features else logits
 

@@ -87,8 +87,7 @@ def classifier_stage(cfg: ClassifierConfig, data: str | Path, seed: int, ctx: Di
             counterfactual = None
             if len(batch) > 4:  # the consistency term: one forward over both views, BatchNorm sees both
                 views = batch[4][:cfg.loss.consistency_images].to(ctx.device, memory_format=torch.channels_last)
-                logits, feats = model(torch.cat([x, views]), return_features=True)
-                logits, feats, counterfactual = logits[:len(x)], feats[:len(x)], logits[len(x):]
+                logits, feats, counterfactual = model(torch.cat([x, views]), views=len(views))
             else:
                 logits, feats = model(x, return_features=True)
             res = criterion(model, logits, feats, m, y, epoch, inputs=x, counterfactual_logits=counterfactual)

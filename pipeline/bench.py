@@ -178,9 +178,11 @@ def training_cost(input_size: int | None = None, batch: int | None = None, iters
     def forward_loss(model, loss):
         xs = x.clone().requires_grad_(loss.needs_input_grad)
         k = min(loss.cfg.consistency_images, batch) if loss.cfg.consistency_weight > 0 else 0
-        logits, feats = model(torch.cat([xs, xs[:k].flip(-1)]) if k else xs, return_features=True)
-        counterfactual = logits[batch:] if k else None  # as training does: one forward over both views
-        return loss(model, logits[:batch], feats[:batch], m, y, inputs=xs, counterfactual_logits=counterfactual)
+        if k:  # as training does: one forward over both views
+            logits, feats, counterfactual = model(torch.cat([xs, xs[:k].flip(-1)]), views=k)
+        else:
+            (logits, feats), counterfactual = model(xs, return_features=True), None
+        return loss(model, logits, feats, m, y, inputs=xs, counterfactual_logits=counterfactual)
 
     def make_step(name):
         model, loss, opt = setups[name]

@@ -249,3 +249,17 @@ def test_counterfactual_view_changes_the_outside_only_and_training_logs_the_term
     summary = train_classifier(cfg, tiny_dataset, tmp_path / "run", seed=0, progress=False)
     history = json.loads((tmp_path / "run" / "history.json").read_text())
     assert history[0]["train_consistency"] >= 0 and "consistency(w=1" in summary["loss"]
+
+
+@pytest.mark.parametrize("head", ["gap_linear", "mlp"])
+def test_two_view_forward_keeps_grad_cam_differentiable_on_every_head(head):
+    model = _model(head)
+    model.train()
+    x, masks, labels = _batch()
+    logits, feats, views = model(torch.cat([x, x[:2].flip(-1)]), views=2)
+    assert logits.shape == (6, 2) and views.shape == (2, 2) and len(feats) == 6
+    loss = CEODLoss(LossConfig(kind="ceod", gradcam="auto", warmup_epochs=0, consistency_weight=1.0))
+    out = loss(model, logits, feats, masks, labels, counterfactual_logits=views)
+    out.total.backward()
+    assert out.consistency is not None and out.term.item() > 0
+    assert all(p.grad is not None for p in model.head.parameters())
