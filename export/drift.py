@@ -150,6 +150,9 @@ def check_alpha(alpha: float) -> None:
         raise CeodError(f"--watch-alpha {alpha}: a probability in (0, 1)")
 
 
+CHECK_EVERY = 64  # frames between two tests of an every-frame statistic
+
+
 class Monitor:
     """Rolling windows of every statistic the profile holds, tested against it as values arrive.
     Not thread-safe: the caller serialises `observe`."""
@@ -157,7 +160,7 @@ class Monitor:
     CLEAR_P = 0.01
 
     def __init__(self, profile: dict[str, Any], block: dict[str, Any] | None, alpha: float = 0.01,
-                 sample_every: int = 10, check_every: int = 64, history: int = 20_000) -> None:
+                 sample_every: int = 10, check_every: int = CHECK_EVERY, history: int = 20_000) -> None:
         check_alpha(alpha)
         self.profile, self.block = profile, block
         self.stats = [s for s in STATISTICS if s.name in profile["statistics"]
@@ -264,7 +267,7 @@ class Monitor:
             if result["p"] > self.CLEAR_P:
                 self.active.pop(name).cleared_frame = frame
             return []
-        if result["p"] >= self.level[name] or not st.material(ref["mean"], mean, result["ks_d"]):
+        if result["p"] >= self.level[name] or not st.material(ref, window_values, result["ks_d"]):
             return raised
         start = change_start(window_values, ref["mean"], ref["std"])
         alarm = Alarm(name, st.kind, frame, int(window_frames[start]), source, ref["mean"], mean,
@@ -302,7 +305,7 @@ class Monitor:
                               "last_window_mean": float(np.mean(values)) if len(values) else None}
         return {"test": "window z-test on the mean and Kolmogorov-Smirnov on the distribution, p = 2 min; "
                         "alarm when p < alpha / (statistics x evaluations per 10,000 frames) and the mean moved by "
-                        f"min_effect or KS D >= {MATERIAL_KS_D}; clears at p > 0.01",
+                        f"min_effect, or KS D >= {MATERIAL_KS_D} with a decile moved by min_effect; clears at p > 0.01",
                 "alpha_per_10000_frames": self.alpha, "frames": self.frames, "samples": self.samples,
                 "kinds": KINDS, "statistics": stats,
                 "alarms": [{**a.__dict__, "meaning": KINDS[a.kind]} for a in self.alarms],

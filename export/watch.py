@@ -42,6 +42,7 @@ FEATURES_KEY = "reference_features"
 PROFILE_VERSION = 1
 ANALYSIS_SIZE = 128  # every sampled frame is measured at this size, whatever the camera's
 QUANTILES = np.linspace(0.0, 1.0, 41)
+DECILES = np.linspace(0.1, 0.9, 9)
 FEATURE_DIRECTIONS = 8
 MIN_OUTSIDE = 0.01  # outside-AOI statistics need at least this share of the frame
 BACKGROUND_SIZE = 32  # the every-frame background statistics are measured at this size
@@ -74,10 +75,16 @@ class Statistic:
     # the evidence behind defect verdicts outside the AOI is a model at risk, drifting or not)
     ceiling: float | None = None
 
-    def material(self, reference_mean: float, window_mean: float, ks_d: float) -> bool:
-        """Large enough to report: the mean moved by min_effect, or the distribution by KS D >= 0.25."""
-        floor = self.min_effect * abs(reference_mean) if self.relative else self.min_effect
-        return abs(window_mean - reference_mean) >= floor or ks_d >= MATERIAL_KS_D
+    def material(self, reference: dict[str, Any], window: np.ndarray, ks_d: float) -> bool:
+        """Large enough to report, in the statistic's own units: the mean moved by min_effect, or
+        the distribution moved (KS D >= 0.25) with one of its deciles moved by min_effect."""
+        floor = self.min_effect * abs(reference["mean"]) if self.relative else self.min_effect
+        if abs(float(np.mean(window)) - reference["mean"]) >= floor:
+            return True
+        if ks_d < MATERIAL_KS_D:
+            return False
+        deciles = np.interp(DECILES, QUANTILES, reference["quantiles"])
+        return bool(np.max(np.abs(np.quantile(window, DECILES) - deciles)) >= floor)
 
 
 MATERIAL_KS_D = 0.25
@@ -267,12 +274,15 @@ def feature_distance(features: np.ndarray, mean: np.ndarray, whiten: np.ndarray)
 
 def build_profile(classify: Callable[[list[np.ndarray]], dict[str, np.ndarray]],
                   frames: Iterable[tuple[np.ndarray, np.ndarray]], aoi_source: str, input_size: int,
-                  batch: int = 16) -> tuple[dict[str, Any], dict[str, Any] | None]:
+                  batch: int = 16, scene_frames: Iterable[tuple[np.ndarray, np.ndarray]] = ()
+                  ) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """The reference profile from held-out frames (RGB uint8 image, AOI mask) and a function that
     returns the classifier's outputs (`score`, optionally `heatmap` [N,h,w], `features` [N,C] and
     `judged` [N] bool: the frames whose heatmap backs a defect verdict) for a list of images, and
     the model's input size (the every-frame statistics read the frame at that size, as the line
-    resizes it). Returns the profile and the feature block (None without features)."""
+    resizes it). `scene_frames` (frames the model may have trained on) add to the statistics of
+    the image alone and to the background region, never to the model's. Returns the profile and
+    the feature block (None without features)."""
     values: dict[str, list[float]] = {s.name: [] for s in STATISTICS}
     features: list[np.ndarray] = []
     histogram = np.zeros(16, np.float64)
@@ -282,18 +292,21 @@ def build_profile(classify: Callable[[list[np.ndarray]], dict[str, np.ndarray]],
     near_aoi = np.zeros((BACKGROUND_SIZE, BACKGROUND_SIZE), np.float64)  # frames whose AOI came within the margin
     margin = np.ones((2 * int(REGION_MARGIN * BACKGROUND_SIZE) + 1,) * 2, np.uint8)
 
-    def flush() -> None:
-        outputs = classify([im for im, _ in pending])
-        values["score"].extend(float(v) for v in outputs["score"])
-        if "features" in outputs:
-            features.extend(np.asarray(outputs["features"], np.float32))
-        heat = outputs.get("heatmap")
-        judged = outputs.get("judged", np.ones(len(pending), bool))
+    def flush(held_out: bool = True) -> None:
+        heat, judged = None, np.zeros(len(pending), bool)
+        if held_out:
+            outputs = classify([im for im, _ in pending])
+            values["score"].extend(float(v) for v in outputs["score"])
+            if "features" in outputs:
+                features.extend(np.asarray(outputs["features"], np.float32))
+            heat = outputs.get("heatmap")
+            judged = outputs.get("judged", np.ones(len(pending), bool))
         for k, (image, aoi) in enumerate(pending):
             evidence = heat[k] if heat is not None and judged[k] else None
             grey, inside = _analysis_view(image, aoi)
             for name, v in _view_statistics(grey, inside, evidence).items():
-                values[name].append(v)
+                if held_out or BY_NAME[name].kind != "evidence":
+                    values[name].append(v)
             if evidence is not None:
                 heatmaps.append(evidence)
             histogram[:] += np.bincount(grey[~inside] // 16, minlength=16)[:16]
@@ -302,6 +315,13 @@ def build_profile(classify: Callable[[list[np.ndarray]], dict[str, np.ndarray]],
             thumbnails.append(thumbnail(resize_image(image, input_size)))
         pending.clear()
 
+    for frame in scene_frames:
+        pending.append(frame)
+        if len(pending) == batch:
+            flush(held_out=False)
+    if pending:
+        flush(held_out=False)
+    scene_images = len(thumbnails)
     for frame in frames:
         pending.append(frame)
         if len(pending) == batch:
@@ -322,12 +342,63 @@ def build_profile(classify: Callable[[list[np.ndarray]], dict[str, np.ndarray]],
         block, distances = feature_whitening(np.stack(features))
         values["feature_distance"] = [float(d) for d in distances]
     stats = {name: summary for name, summary in ((n, _summary(v)) for n, v in values.items()) if summary}
-    profile = {"version": PROFILE_VERSION, "images": len(values["score"]), "aoi_source": aoi_source,
+    profile = {"version": PROFILE_VERSION, "images": len(values["score"]), "scene_images": scene_images,
+               "aoi_source": aoi_source,
                "analysis_size": ANALYSIS_SIZE, "statistics": stats,
                "background_region": {"size": BACKGROUND_SIZE, "share": round(float(region.mean()), 4),
                                      "cells": base64.b64encode(np.packbits(region).tobytes()).decode()},
                "outside_histogram": [round(float(h), 6) for h in histogram / max(histogram.sum(), 1.0)]}
     return profile, block
+
+
+REGION_STATISTICS = ("background_grey", "background_grey_p10", "background_grey_p90", "background_texture",
+                     "part_cx", "part_cy", "evidence_background")  # read in the background region
+
+
+def unwatched(profile: dict[str, Any], outputs: tuple[str, ...]) -> dict[str, str]:
+    """Each statistic the profile cannot watch, with why, for a model with these ONNX outputs."""
+    share = profile["background_region"]["share"]
+    reasons = {}
+    for st in STATISTICS:
+        if st.name in profile["statistics"]:
+            continue
+        if st.name == "feature_distance" and "features" not in outputs:
+            reasons[st.name] = "exported without --features"
+        elif st.kind == "evidence" and "heatmap" not in outputs:
+            reasons[st.name] = "exported without --heatmap"
+        elif st.name in REGION_STATISTICS and share < MIN_BACKGROUND:
+            reasons[st.name] = (f"the background region (the cells no reference AOI came within {REGION_MARGIN:.0%} "
+                                f"of) is {share:.1%} of the frame, under {MIN_BACKGROUND:.0%}")
+        elif st.name.startswith("outside_"):
+            reasons[st.name] = f"under {MIN_OUTSIDE:.0%} of the frame lies outside the AOI on most reference images"
+        else:
+            reasons[st.name] = "fewer than 10 reference values"
+    return reasons
+
+
+def blind_spots(reasons: dict[str, str]) -> str | None:
+    """A warning for the line engineer where the data, not an export option, leaves statistics
+    unwatched, naming them, why, and what still watches the scene and the part's position."""
+    data_caused: dict[str, list[str]] = {}
+    for name, why in reasons.items():
+        if not why.startswith("exported without"):
+            data_caused.setdefault(why, []).append(name)
+    if not data_caused:
+        return None
+    missing = "; ".join(f"{', '.join(names)} ({why})" for why, names in data_caused.items())
+    scene = [st.name for st in STATISTICS if st.kind == "scene" and st.name not in reasons]
+    position = [st.name for st in STATISTICS if st.kind == "aoi" and st.name not in reasons]
+    return (f"the drift watch cannot watch {missing}. Scene changes are watched by: "
+            f"{', '.join(scene) or 'nothing'}; the part's position and size by: {', '.join(position) or 'nothing'}")
+
+
+def profile_summary(profile: dict[str, Any], outputs: tuple[str, ...]) -> dict[str, Any]:
+    """What a profile watches and cannot watch (with why), for the export report and benches."""
+    missing = unwatched(profile, outputs)
+    return {"images": profile["images"], "scene_images": profile.get("scene_images", 0),
+            "aoi_source": profile["aoi_source"], "statistics": sorted(profile["statistics"]),
+            "background_share": profile["background_region"]["share"], "unwatched": missing,
+            "warning": blind_spots(missing)}
 
 
 def to_props(profile: dict[str, Any], block: dict[str, Any] | None) -> dict[str, str]:

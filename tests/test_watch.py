@@ -150,6 +150,83 @@ def test_profile_round_trip_and_damaged_profiles_are_refused():
         read_profile({"ceod.reference_profile": "{not json"}, "m.onnx")
 
 
+def _disc_frames(radius: float, n: int = 40, size: int = 96):
+    """Grey frames of a bright disc of `radius` (share of the side) on a darker background, with the
+    disc as the AOI; the centre wanders by a pixel or two as a part on a fixture would."""
+    rng = np.random.default_rng(3)
+    yy, xx = np.mgrid[0:size, 0:size]
+    for _ in range(n):
+        cx, cy = size / 2 + rng.normal(0, 1.5, 2)
+        aoi = (xx - cx) ** 2 + (yy - cy) ** 2 <= (radius * size) ** 2
+        image = np.where(aoi, 170, 60).astype(np.uint8) + rng.integers(0, 8, (size, size)).astype(np.uint8)
+        yield np.repeat(image[..., None], 3, axis=2), aoi
+
+
+def test_a_part_that_fills_the_frame_leaves_the_background_unwatched_and_export_says_what_still_watches():
+    from ceod.export.watch import blind_spots, build_profile, unwatched
+
+    def outputs(images):
+        return {"score": np.full(len(images), 0.2), "judged": np.zeros(len(images), bool)}
+
+    small, _ = build_profile(outputs, _disc_frames(0.3), "manifest AOI masks", 64)
+    assert small["background_region"]["share"] >= 0.05 and "background_grey" in small["statistics"]
+    assert blind_spots(unwatched(small, ("logits",))) is None  # only export options are missing
+    # a casting-like part: a disc touching the frame's sides leaves corners under 5 % of the frame
+    large, _ = build_profile(outputs, _disc_frames(0.56), "manifest AOI masks", 64)
+    share = large["background_region"]["share"]
+    assert share < 0.05
+    reasons = unwatched(large, ("logits",))
+    assert {"background_grey", "background_texture", "part_cx", "part_cy"} <= set(reasons)
+    assert f"{share:.1%} of the frame" in reasons["background_grey"]
+    assert reasons["feature_distance"] == "exported without --features"
+    warning = blind_spots(reasons)
+    assert "background_grey" in warning and "feature_distance" not in warning
+    assert "watched by: outside_grey" in warning and "aoi_cx" in warning  # what still watches
+
+
+def test_training_frames_widen_the_image_statistics_and_never_the_models():
+    from ceod.export.watch import build_profile
+
+    calls = []
+
+    def outputs(images):
+        calls.append(len(images))
+        return {"score": np.full(len(images), 0.2), "judged": np.zeros(len(images), bool)}
+
+    held_out, _ = build_profile(outputs, _disc_frames(0.3), "masks", 64)
+    wider, _ = build_profile(outputs, _disc_frames(0.3), "masks", 64, scene_frames=_disc_frames(0.2, n=30))
+    assert sum(calls) == 80  # the scene frames never went through the model
+    assert wider["images"] == held_out["images"] == 40 and wider["scene_images"] == 30
+    assert wider["statistics"]["score"]["n"] == 40 and wider["statistics"]["aoi_area"]["n"] == 70
+    assert wider["statistics"]["aoi_area"]["mean"] < held_out["statistics"]["aoi_area"]["mean"]
+
+
+def test_the_held_out_reference_takes_the_training_class_mix():
+    from types import SimpleNamespace
+
+    from ceod.export.reference import at_prevalence
+    rows = [SimpleNamespace(label=1, i=i) for i in range(429)] + [SimpleNamespace(label=0, i=i) for i in range(103)]
+    train = [SimpleNamespace(label=1)] * 2736 + [SimpleNamespace(label=0)] * 2004
+    kept = at_prevalence(rows, train, seed=0)
+    ok, defects = sum(r.label == 0 for r in kept), sum(r.label == 1 for r in kept)
+    assert ok == 103 and defects == round(103 * 2736 / 2004)  # every ok part, the defects thinned
+    assert kept == at_prevalence(rows, train, seed=0) and kept != at_prevalence(rows, train, seed=1)
+    assert at_prevalence(rows[:429], train, seed=0) == rows[:429]  # no ok part held out: left as it is
+
+
+def test_an_alarm_needs_a_change_of_the_floor_in_the_statistics_own_units():
+    from ceod.export.watch import BY_NAME
+    st = BY_NAME["background_grey"]  # floor 0.02 grey levels / 255
+    ref = _reference(np.random.default_rng(0).normal(0.5, 0.001, 2000))
+    tiny_shift = np.random.default_rng(1).normal(0.505, 0.001, 100)  # KS D ~1, but 0.005 grey levels
+    assert not st.material(ref, tiny_shift, ks_d=0.99)
+    real_shift = np.random.default_rng(2).normal(0.53, 0.001, 100)
+    assert st.material(ref, real_shift, ks_d=0.99)
+    # the mean stays, the spread widens: its deciles move by more than the floor
+    spread = np.concatenate([np.full(50, 0.47), np.full(50, 0.53)])
+    assert st.material(ref, spread, ks_d=0.5) and not st.material(ref, spread, ks_d=0.1)
+
+
 # ---------------------------------------------------------------- end to end on the synthetic line
 
 @pytest.fixture(scope="module")
@@ -199,12 +276,20 @@ def test_export_stores_a_profile_the_runtime_reads(watched):
     model = OnnxModel(watched["model"], "cpu")
     assert model.info.outputs == ("logits", "heatmap", "features")
     profile, block = read_profile(model.info.raw, "watched.onnx")
-    assert profile["images"] == 60 and profile["aoi_source"].startswith("segmenter")
+    from ceod.data.manifest import read_manifest
+    from ceod.export.reference import at_prevalence
+    manifest = read_manifest(watched["root"] / "ref")
+    expected = at_prevalence(manifest.split("val"), manifest.split("train"), seed=2)
+    assert 30 <= profile["images"] == len(expected) < 60  # the validation rows at the training class mix
+    assert profile["aoi_source"].startswith("segmenter")
+    assert profile["scene_images"] == 8  # the image statistics also read the run's training rows
     assert {"score", "feature_distance", "outside_grey", "aoi_area", "evidence_outside",
             "background_grey"} <= set(profile["statistics"])
     region = profile["background_region"]["mask"]
     assert 0.05 <= region.mean() < 0.8 and region[0, 0] and not region[16, 16]  # corners, never the centre
     assert block["whiten"].shape[1] == model.run_tensor(np.zeros((1, 3, 64, 64), np.float32))["features"].shape[1]
+    summary = watched["report"]["profile"]
+    assert summary["background_share"] == profile["background_region"]["share"] and summary["warning"] is None
 
 
 def test_in_distribution_stream_raises_no_alarm(watched, tmp_path):
@@ -243,6 +328,7 @@ def test_the_budget_bounds_the_sampling_by_all_the_watchs_work(watched, tmp_path
     watcher.frame(0, "a.png", frame, frame, 0.1, 0, None, None)
     assert (watcher.offered, watcher.over_budget, watcher.jobs.qsize()) == (1, 1, 0)
     watcher.frames_busy = 0.0
+    watcher.started -= 1000.0  # and a line that has run long enough for one frame's statistics to fit
     watcher.frame(1, "b.png", frame, frame, 0.1, 0, None, None)
     watcher.close()
     assert (watcher.offered, watcher.over_budget, watcher.sampled) == (2, 1, 1)

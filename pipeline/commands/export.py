@@ -40,7 +40,9 @@ def run(a: argparse.Namespace) -> int:
     if "profile" in report:
         p = report["profile"]
         print(f"reference profile for the drift watch: {p['images']} validation images, AOI from {p['aoi_source']}; "
-              f"{len(p['statistics'])} statistics")
+              f"{len(p['statistics'])} statistics; background region {p['background_share']:.1%} of the frame")
+        if p.get("warning"):
+            print(f"warning: {p['warning']}", file=sys.stderr)
     if "profile_skipped" in report:
         print(f"warning: no reference profile ({report['profile_skipped']}): `ceod inspect --watch` will refuse "
               "this model", file=sys.stderr)
