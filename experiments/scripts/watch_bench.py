@@ -94,15 +94,26 @@ def synthetic_streams(work: Path, frames_id: int, frames_change: int, at: int) -
 
 def alarm_summary(drift: list[dict], at: int | None) -> dict:
     """The first change alarm of each kind (a ceiling alarm is a level, counted apart), its delay
-    after the change; a change alarm before the change is a false alarm."""
-    first: dict[str, dict] = {}
-    for d in drift:
-        if d.get("ceiling") is None:
+    after the change, and each kind's first alarm at or after the change (a kind that already
+    alarmed before it would otherwise hide what the change raised); a change alarm before the
+    change is a false alarm."""
+    changes = [d for d in drift if d.get("ceiling") is None]
+
+    def first_of_each_kind(records: list[dict]) -> dict:
+        first: dict[str, dict] = {}
+        for d in records:
             first.setdefault(d["kind"], d)
-    return {"first_by_kind": {k: {"frame": d["frame"], "since_frame": d["since_frame"], "statistic": d["statistic"],
-                                  "delay": None if at is None else d["frame"] - at} for k, d in first.items()},
-            "false_alarms": [d for d in drift if (at is None or d["frame"] < at) and d.get("ceiling") is None],
+        return {k: {"frame": d["frame"], "since_frame": d["since_frame"], "statistic": d["statistic"],
+                    "delay": None if at is None else d["frame"] - at} for k, d in first.items()}
+
+    return {"first_by_kind": first_of_each_kind(changes),
+            "after_change_by_kind": {} if at is None else first_of_each_kind([d for d in changes if d["frame"] >= at]),
+            "false_alarms": [d for d in changes if at is None or d["frame"] < at],
             "level_alarms": [d for d in drift if d.get("ceiling") is not None]}
+
+
+def drift_records(log: Path) -> list[dict]:
+    return [json.loads(line) for line in log.read_text().splitlines() if '"drift"' in line]
 
 
 def replay(model: Path, segmenter: Path, log: Path, out: Path, online: dict, at: int | None) -> dict:
@@ -111,8 +122,7 @@ def replay(model: Path, segmenter: Path, log: Path, out: Path, online: dict, at:
     CHECK_EVERY frames, a sampled one's at every sample) of the online one."""
     if not (out / "watch.json").exists():
         replay_watch(log, model, segmenter, out, every=MODES["line-rate"]["watch_every"], provider="cpu")
-    records = [json.loads(line) for line in (out / "replay.jsonl").read_text().splitlines() if '"drift"' in line]
-    offline = alarm_summary(records, at)
+    offline = alarm_summary(drift_records(out / "replay.jsonl"), at)
     same_kinds = set(offline["first_by_kind"]) == set(online["first_by_kind"])
     gaps = {k: abs(v["frame"] - online["first_by_kind"][k]["frame"]) for k, v in offline["first_by_kind"].items()
             if k in online["first_by_kind"]}
@@ -168,9 +178,12 @@ def main() -> int:
     for mode, model, name in itertools.product(MODES, ("ce", "ceod"), data):
         stream, watch = data[name], MODES[mode]
         key = f"{mode}/{model}/{name}"
-        if key in results.get("runs", {}):
-            continue
         log_dir = a.work / "logs" / mode / model / name
+        if key in results.get("runs", {}):
+            done = results["runs"][key]
+            if "after_change_by_kind" not in done and (log_dir / "log.jsonl").exists():
+                done.update(alarm_summary(drift_records(log_dir / "log.jsonl"), stream["at"]))
+            continue
         r = inspect(models[model], models["segmenter"], stream["folder"], log_dir, **watch)
         r.update({"change": stream["change"], "at": stream["at"], "expected_kind": EXPECTED.get(stream["change"])})
         r.update(alarm_summary(r.pop("drift"), stream["at"]))
@@ -180,8 +193,14 @@ def main() -> int:
         results.setdefault("runs", {})[key] = r
         results_path.write_text(json.dumps(results, indent=1))
         print(key, r["first_by_kind"], "false alarms", len(r["false_alarms"]), file=sys.stderr, flush=True)
+    results_path.write_text(json.dumps(results, indent=1))
     write_markdown(markdown(results), a.out / "results.md")
     return 0
+
+
+def alarm_cell(by_kind: dict) -> str:
+    return "; ".join(f"{k}: {v['frame']} ({'+' if v['delay'] is not None and v['delay'] >= 0 else ''}"
+                     f"{v['delay']}), {v['statistic']}" for k, v in by_kind.items()) or "none"
 
 
 def markdown(results: dict) -> str:
@@ -200,19 +219,22 @@ def markdown(results: dict) -> str:
                          f"{'; '.join(f'{k} ({v})' for k, v in prof.get('unwatched', {}).items()) or 'none'}")
     lines += ["",
               "| mode | model | stream | expected | drift alarms (kind: first frame, delay, statistic) | false alarms | "
+              "first alarm of each kind at or after the change | "
               "evidence outside the AOI above 0.5 (level) | sampled / offered | watch CPU share | offline watch |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for key, r in results["runs"].items():
         mode, model, stream = key.split("/")
-        alarms = "; ".join(f"{k}: {v['frame']} ({'+' if v['delay'] is not None and v['delay'] >= 0 else ''}"
-                           f"{v['delay']}), {v['statistic']}" for k, v in r["first_by_kind"].items()) or "none"
+        alarms = alarm_cell(r["first_by_kind"])
+        after = alarm_cell(r["after_change_by_kind"]) if "after_change_by_kind" in r else "not recorded"
+        if r["expected_kind"] and r.get("after_change_by_kind") is not None and r["expected_kind"] not in r["after_change_by_kind"]:
+            after += " — **expected kind missing**"
         level = f"frame {r['level_alarms'][0]['frame']}" if r["level_alarms"] else "-"
         sm = r["sampling"]
         off = r.get("offline")
         offline = "-" if off is None else (("reproduces" if off["reproduces"] else "**differs**") + ": " + (
             ", ".join(f"{k} {v['frame']}" for k, v in off["first_by_kind"].items()) or "none"))
         lines.append(f"| {mode} | {model} | {stream} | {r['expected_kind'] or '-'} | {alarms} | {len(r['false_alarms'])} | "
-                     f"{level} | {sm['sampled']} / {sm['offered']} | {sm['watch_busy_share']} | {offline} |")
+                     f"{after} | {level} | {sm['sampled']} / {sm['offered']} | {sm['watch_busy_share']} | {offline} |")
     if "throughput" in results:
         t = results["throughput"]
         lines += [f"\nThroughput at a saturated CPU: the CEOD model on {t['frames']} frames of the in-distribution "
