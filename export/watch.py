@@ -292,7 +292,7 @@ def build_profile(classify: Callable[[list[np.ndarray]], dict[str, np.ndarray]],
     near_aoi = np.zeros((BACKGROUND_SIZE, BACKGROUND_SIZE), np.float64)  # frames whose AOI came within the margin
     margin = np.ones((2 * int(REGION_MARGIN * BACKGROUND_SIZE) + 1,) * 2, np.uint8)
 
-    def flush(held_out: bool = True) -> None:
+    def flush(held_out: bool) -> None:
         heat, judged = None, np.zeros(len(pending), bool)
         if held_out:
             outputs = classify([im for im, _ in pending])
@@ -315,19 +315,16 @@ def build_profile(classify: Callable[[list[np.ndarray]], dict[str, np.ndarray]],
             thumbnails.append(thumbnail(resize_image(image, input_size)))
         pending.clear()
 
-    for frame in scene_frames:
-        pending.append(frame)
-        if len(pending) == batch:
-            flush(held_out=False)
-    if pending:
-        flush(held_out=False)
-    scene_images = len(thumbnails)
-    for frame in frames:
-        pending.append(frame)
-        if len(pending) == batch:
-            flush()
-    if pending:
-        flush()
+    scene_images = 0
+    for source, held_out in ((scene_frames, False), (frames, True)):
+        for frame in source:
+            pending.append(frame)
+            if len(pending) == batch:
+                flush(held_out)
+        if pending:
+            flush(held_out)
+        if not held_out:
+            scene_images = len(thumbnails)
     if len(values["score"]) < 30:
         raise ProfileError(f"the reference profile needs at least 30 held-out images, found {len(values['score'])}")
     region = near_aoi <= REGION_TOLERANCE * len(thumbnails)
