@@ -38,6 +38,17 @@ def at_prevalence(rows: list, like: list, seed: int) -> list:
     return [r for i, r in enumerate(rows) if i in keep]
 
 
+def reference_rows(held_out: list, trained: list, with_segmenter: bool) -> tuple[list, list]:
+    """The held-out and training rows the profile can read (without a segmenter, those whose AOI
+    mask the manifest gives), the held-out ones then thinned to the training mix: the mix is that
+    of the rows actually read."""
+    if not with_segmenter:
+        held_out, usable_trained = [r for r in held_out if r.aoi is not None], [r for r in trained if r.aoi is not None]
+    else:
+        usable_trained = trained
+    return at_prevalence(held_out, trained, seed=2), usable_trained
+
+
 def reference_profile(payload: dict[str, Any], model_path: Path, data: str | Path | None,
                       segmenter: str | Path | None, limit: int) -> tuple[dict[str, str], dict[str, Any]]:
     """Metadata entries (key without the ceod. prefix -> value) and a short summary for the report."""
@@ -48,11 +59,9 @@ def reference_profile(payload: dict[str, Any], model_path: Path, data: str | Pat
     trained, held_out = train_val(manifest, cfg.get("train_split", "train"), cfg.get("val_split", "val"),
                                   float(cfg.get("val_fraction", 0.15)), None, int(meta.get("seed", 0)))
 
-    held_out = at_prevalence(held_out, trained, seed=2)
+    held_out, trained = reference_rows(held_out, trained, with_segmenter=segmenter is not None)
 
     def sample(rows: list, seed: int) -> list:
-        if segmenter is None:
-            rows = [r for r in rows if r.aoi is not None]
         if len(rows) > limit:
             rows = [rows[i] for i in sorted(np.random.default_rng(seed).permutation(len(rows))[:limit])]
         return rows

@@ -214,6 +214,22 @@ def test_the_held_out_reference_takes_the_training_class_mix():
     assert at_prevalence(rows[:429], train, seed=0) == rows[:429]  # no ok part held out: left as it is
 
 
+def test_the_training_mix_is_taken_by_the_rows_that_can_be_read():
+    from types import SimpleNamespace
+
+    from ceod.export.reference import reference_rows
+    # half of the held-out ok parts have no AOI mask: without a segmenter they cannot be read, so
+    # the defects are thinned against the ok parts that remain
+    rows = ([SimpleNamespace(label=1, aoi="m") for _ in range(400)]
+            + [SimpleNamespace(label=0, aoi="m" if i % 2 else None) for i in range(200)])
+    train = [SimpleNamespace(label=1, aoi="m")] * 300 + [SimpleNamespace(label=0, aoi=None)] * 300
+    held_out, trained = reference_rows(rows, train, with_segmenter=False)
+    assert all(r.aoi is not None for r in held_out + trained) and len(trained) == 300
+    assert sum(r.label == 0 for r in held_out) == 100 and sum(r.label == 1 for r in held_out) == 100
+    with_seg, trained_all = reference_rows(rows, train, with_segmenter=True)
+    assert sum(r.label == 0 for r in with_seg) == 200 and len(trained_all) == 600
+
+
 def test_an_alarm_needs_a_change_of_the_floor_in_the_statistics_own_units():
     from ceod.export.watch import BY_NAME
     st = BY_NAME["background_grey"]  # floor 0.02 grey levels / 255
