@@ -95,7 +95,7 @@ class LossConfig:
 
 @dataclass
 class ThresholdConfig:
-    mode: Literal["f1", "recall", "balanced", "escape"] = "f1"
+    mode: Literal["f1", "recall", "balanced", "escape", "quantile"] = "quantile"
     target_recall: float = 0.95
     target_escape: float = 0.01  # mode escape: at most this share of defects called ok
 

@@ -15,7 +15,8 @@ from typing import Callable
 
 import numpy as np
 
-from ceod.contracts.metrics import calibrate_threshold, operating_point, operating_points, threshold_sweep
+from ceod.contracts.metrics import (calibrate_threshold, operating_point, operating_points, quantile_midpoint,
+                                   threshold_sweep)
 
 Rule = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], float]
 
@@ -40,19 +41,11 @@ def _family_weighted_balanced(scores: np.ndarray, labels: np.ndarray, families: 
     return best_t
 
 
-def _quantile_midpoint(log_odds: np.ndarray, labels: np.ndarray, q: float = 0.05) -> float:
-    """Half way, in log-odds, between the q-quantile of the defects and the (1-q)-quantile of the
-    good parts: a few odd parts of either class move it little."""
-    labels = labels.astype(bool)
-    mid = (np.quantile(log_odds[labels], q) + np.quantile(log_odds[~labels], 1 - q)) / 2
-    return float(1 / (1 + np.exp(-mid)))  # as P(def)
-
-
 RULES: dict[str, Rule] = {
     "f1": lambda p, lo, y, fam: calibrate_threshold(p, y, "f1"),
     "balanced": lambda p, lo, y, fam: calibrate_threshold(p, y, "balanced"),
     "escape@1%": lambda p, lo, y, fam: calibrate_threshold(p, y, "escape", target_escape=0.01),
-    "quantile-midpoint": lambda p, lo, y, fam: _quantile_midpoint(lo, y),
+    "quantile-midpoint": lambda p, lo, y, fam: quantile_midpoint(lo, y),
     "family-balanced": lambda p, lo, y, fam: _family_weighted_balanced(p, y, fam),
 }
 

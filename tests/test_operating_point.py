@@ -29,6 +29,25 @@ def test_escape_threshold_lets_through_at_most_the_target_and_rejects_the_fewest
     assert at["false_reject_rate"] == pytest.approx(float((scores[labels == 0] >= t).mean()))
 
 
+def test_the_quantile_rule_sits_between_the_clouds_and_a_few_odd_parts_barely_move_it():
+    from ceod.experiments.operating import RULES
+    rng = np.random.default_rng(3)
+    labels = np.r_[np.zeros(300), np.ones(300)].astype(int)
+    log_odds = np.r_[rng.normal(-3, 1, 300), rng.normal(5, 1, 300)]
+    scores = 1 / (1 + np.exp(-log_odds))
+    t = calibrate_threshold(scores, labels, "quantile")
+    mid = (np.quantile(log_odds[300:], 0.05) + np.quantile(log_odds[:300], 0.95)) / 2
+    assert np.log(t / (1 - t)) == pytest.approx(mid, abs=1e-6)
+    assert t == pytest.approx(RULES["quantile-midpoint"](scores, log_odds, labels, None))  # the analysis' rule
+    # two good parts scored above most defects: the quantile rule barely moves
+    odd = scores.copy()
+    odd[:2] = 1 / (1 + np.exp(-7.0))
+    assert abs(calibrate_threshold(odd, labels, "quantile") - t) < 0.05
+    saturated = np.where(labels == 1, 1.0, scores)  # float32 models give P(def) = 1 exactly
+    assert 0.5 < calibrate_threshold(saturated, labels, "quantile") < 1.0
+    assert calibrate_threshold(scores[:300], labels[:300], "quantile") == 0.5  # one class: no midpoint
+
+
 def test_operating_points_say_n_a_with_the_count_where_too_few_defects_resolve_a_rate():
     rng = np.random.default_rng(1)
     labels = np.r_[np.zeros(300), np.ones(150)].astype(int)
@@ -77,8 +96,11 @@ def _props(path):
 
 
 def test_the_exported_model_carries_where_its_threshold_came_from(exported):
+    from ceod.classifier.config import ClassifierConfig
+    from ceod.contracts.config import load_config
     fit = json.loads(_props(exported["classifier"])["ceod.threshold_fit"])
-    assert fit["mode"] == "f1" and fit["fitted_on"] == "validation carve"
+    packaged = load_config(ClassifierConfig, None, "classifier.yaml").threshold.mode
+    assert fit["mode"] == packaged == "quantile" and fit["fitted_on"] == "validation carve"
     assert fit["parts"] == {"ok": 8, "def": 8} and fit["families"]["ok"] >= 1
     assert 0 <= fit["escape_rate"] <= 1 and 0 <= fit["false_reject_rate"] <= 1
 

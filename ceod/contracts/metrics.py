@@ -73,7 +73,18 @@ def threshold_sweep(scores: np.ndarray, labels: np.ndarray) -> dict[str, np.ndar
             "balanced_accuracy": balanced, "f1": f1}
 
 
-THRESHOLD_MODES = ("f1", "balanced", "recall", "escape")
+THRESHOLD_MODES = ("f1", "balanced", "recall", "escape", "quantile")
+QUANTILE = 0.05  # mode quantile: the share of each class's parts allowed to lie beyond its quantile
+
+
+def quantile_midpoint(log_odds: np.ndarray, labels: np.ndarray, q: float = QUANTILE) -> float:
+    """Half way, in log-odds, between the q-quantile of the defects and the (1-q)-quantile of the
+    good parts, as P(def): a few odd parts of either class move it little, where a best-accuracy
+    point sits on whichever part happens to lie at the edge (docs/results.md section 13)."""
+    labels = np.asarray(labels).astype(bool)
+    log_odds = np.asarray(log_odds, np.float64)
+    mid = (np.quantile(log_odds[labels], q) + np.quantile(log_odds[~labels], 1 - q)) / 2
+    return float(1 / (1 + np.exp(-mid)))
 
 
 def calibrate_threshold(scores: np.ndarray, labels: np.ndarray, mode: str = "f1",
@@ -81,13 +92,20 @@ def calibrate_threshold(scores: np.ndarray, labels: np.ndarray, mode: str = "f1"
     """Max-F1 threshold, max balanced accuracy (independent of class prevalence, for validation
     sets whose ok/def mix differs from the line's), the highest threshold reaching target_recall,
     or `escape`: the lowest false-reject rate at an escape rate <= target_escape (the highest
-    threshold that lets at most that share of these defects through). Ties go to the lowest
-    threshold. One sorted sweep (threshold_sweep)."""
+    threshold that lets at most that share of these defects through), or `quantile`: the
+    quantile_midpoint of the scores' log-odds (P(def) clipped 1e-12 from 0 and 1, the float64
+    resolution of a saturated score). Ties go to the lowest threshold. One sorted sweep
+    (threshold_sweep)."""
     labels = np.asarray(labels).astype(bool)
     if mode not in THRESHOLD_MODES:
         raise ValueError(f"threshold mode {mode!r}: choose from {THRESHOLD_MODES}")
     if mode == "escape":
         return escape_threshold(scores, labels, target_escape) if labels.any() else 0.5
+    if mode == "quantile":
+        if labels.all() or not labels.any():
+            return 0.5
+        p = np.clip(np.asarray(scores, np.float64), 1e-12, 1 - 1e-12)
+        return quantile_midpoint(np.log(p) - np.log1p(-p), labels)
     sweep = threshold_sweep(scores, labels)
     if mode == "recall":
         ok = sweep["threshold"][sweep["recall"] >= target_recall] if labels.sum() else np.array([])
