@@ -286,11 +286,11 @@ def plot(result: dict[str, Any], path: Path) -> None:
 def run_bench(classifier: str | None, plain: str | None, segmenter: str | None, batches: list[int],
               provider: str, out: Path, iters: int = 50, warmup: int = 5, torch_run: str | None = None,
               images: str | None = None, train_cost: bool = True, train_preset: str = "default",
-              train_iters: int = 8) -> dict[str, Any]:
+              train_iters: int = 8, train_size: int | None = None) -> dict[str, Any]:
     """Latency of the exported models (when given) and the training-step cost of each loss."""
     result: dict[str, Any] = {}
     if classifier is None:  # training cost only
-        result["training"] = training_cost(iters=train_iters, preset=train_preset)
+        result["training"] = training_cost(input_size=train_size, iters=train_iters, preset=train_preset)
         write_report(result, out)
         return result
     result["latency"] = latency(classifier, plain, segmenter, batches, provider, iters, warmup, torch_run)

@@ -51,6 +51,8 @@ CASES = {
     "inspect missing source": (["inspect", "--model", "{onnx}", "--source", "{out}/nowhere"], "--source"),
     "bench wrong model file": (["bench", "--classifier", "{not_onnx}", "--plain", "{not_onnx}", "--out", "{out}/b"],
                                "cannot load"),
+    "bench train size without training-only": (["bench", "--classifier", "{onnx}", "--plain", "{onnx}", "--out",
+                                                 "{out}/b", "--train-size", "192"], "--train-size needs --training-only"),
     "experiment unknown variant": (["experiment", "--out", "{out}/x", "--datasets", "synthetic", "--variants", "cee"],
                                    "unknown variant 'cee'"),
     "demo unknown variant": (["demo", "--out", "{out}/d", "--variant", "cee"], "--variant cee"),

@@ -27,6 +27,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--train-preset", default="default", choices=["default", "decoy-mnist"],
                    help="model/data shape for the training step: configs/classifier.yaml or the DecoyMNIST CNN")
     b.add_argument("--train-iters", type=int, default=8, help="timed training steps per loss (interleaved)")
+    b.add_argument("--train-size", type=int, help="with --training-only: the input size of the training step "
+                   "(default: the preset's; the casting runs train at 192)")
     b.set_defaults(handler=run)
 
 
@@ -37,8 +39,11 @@ def run(a: argparse.Namespace) -> int:
         raise CeodError("bench: give --classifier and --plain (ONNX files), or --training-only")
     if a.training_only and a.no_training:
         raise CeodError("bench: --training-only and --no-training leave nothing to measure")
+    if a.train_size is not None and (not a.training_only or a.train_size < 32):
+        raise CeodError("bench: --train-size needs --training-only (with --classifier the models' own size is "
+                        "used) and at least 32 px")
     run_bench(None if a.training_only else a.classifier, a.plain, a.segmenter, batches, a.provider, Path(a.out),
               iters=a.iters, warmup=a.warmup, torch_run=a.torch_model, images=a.images, train_cost=not a.no_training,
-              train_preset=a.train_preset, train_iters=a.train_iters)
+              train_preset=a.train_preset, train_iters=a.train_iters, train_size=a.train_size)
     print((Path(a.out) / "bench.md").read_text())
     return 0
