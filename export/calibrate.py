@@ -7,8 +7,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +18,7 @@ from ceod.contracts.errors import CeodError
 from ceod.contracts.metrics import (calibrate_threshold, min_defects_for, operating_point, threshold_provenance)
 from ceod.contracts.model import PREFIX
 from ceod.data.imageio import read_image
+from ceod.export.model_file import check_new_model_path, write_model_copy
 from ceod.export.runtime import OnnxModel, classify
 
 MIN_PARTS_PER_CLASS = 20  # below this a class's scores speak for a handful of parts only
@@ -84,13 +83,8 @@ def calibrate_model(model_path: str | Path, labels_path: str | Path, out: str | 
     """Score the labelled parts with the model as the line runs it, fit the threshold by `mode`
     (default: the rule the model's threshold was fitted with), and write a copy of the model with
     the new threshold and its provenance. The input model is never modified."""
-    import onnx
-
     model_path, labels_path, out = Path(model_path), Path(labels_path), Path(out)
-    if out.resolve() == model_path.resolve():
-        raise CalibrationError(f"--out {out} is the input model: calibrate writes a new file and never edits the input")
-    if out.exists():
-        raise CalibrationError(f"--out {out} exists: calibrate never overwrites a file; choose a new name")
+    check_new_model_path(model_path, out)
     model = OnnxModel(model_path, provider)
     if not is_anomaly(model.info.class_names):
         raise CalibrationError(f"{model_path} decides {len(model.info.class_names)} classes by argmax: only ok/def "
@@ -108,19 +102,7 @@ def calibrate_model(model_path: str | Path, labels_path: str | Path, out: str | 
                                       f"calibration labels {labels_path.name} (sha256 {digest})",
                                       scores, labels, None, after_t)  # line parts carry no family
     provenance["previous"] = {"threshold": before_t, **({"fit": fit_before} if fit_before else {})}
-    proto = onnx.load(str(model_path))
-    props = {p.key: p for p in proto.metadata_props}
-    for key, value in ((f"{PREFIX}threshold", json.dumps(after_t)), (f"{PREFIX}threshold_fit", json.dumps(provenance))):
-        entry = props.get(key) or proto.metadata_props.add()
-        entry.key, entry.value = key, value
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        onnx.save(proto, tmp)
-        OnnxModel(tmp, "cpu")  # the new file loads with its metadata before it takes the name
-        os.replace(tmp, out)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    write_model_copy(model_path, {f"{PREFIX}threshold": json.dumps(after_t),
+                                  f"{PREFIX}threshold_fit": json.dumps(provenance)}, out)
     return CalibrationResult(before_t, after_t, operating_point(scores, labels, before_t),
                              operating_point(scores, labels, after_t), provenance, out)

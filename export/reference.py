@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -36,6 +36,34 @@ def at_prevalence(rows: list, like: list, seed: int) -> list:
         members = [i for i, r in enumerate(rows) if r.label == c]
         keep.update(members[i] for i in rng.permutation(len(members))[:max(1, round(scale * want[c]))])
     return [r for i, r in enumerate(rows) if i in keep]
+
+
+def read_frames(items: Iterable[tuple[str | Path, str | Path | None]], segmenter: OnnxModel | None
+                ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(RGB image, AOI) for each (image path, mask path): the AOI from the segmenter where one is
+    given, else from the mask file; unreadable files are skipped."""
+    for image_path, mask_path in items:
+        try:
+            image = read_image(image_path)
+            aoi = segmenter.run([image])["aoi_logits"][0, 0] > 0 if segmenter else read_mask(mask_path) > 0
+        except (ImageDecodeError, OSError):
+            continue
+        yield image, aoi
+
+
+def model_outputs(model: OnnxModel) -> Callable[[list[np.ndarray]], dict[str, np.ndarray]]:
+    """What build_profile reads of a model: scores, which verdicts the heatmap backs, heatmap and
+    features where the model exports them."""
+    def outputs(images: list[np.ndarray]) -> dict[str, np.ndarray]:
+        raw = model.run(images)
+        scores, verdicts = classify(model, raw)
+        out = {"score": scores, "judged": backs_a_verdict(model.info.class_names, verdicts)}
+        if "heatmap" in raw:
+            out["heatmap"] = raw["heatmap"][:, 0]
+        if "features" in raw:
+            out["features"] = raw["features"]
+        return out
+    return outputs
 
 
 def reference_rows(held_out: list, trained: list, with_segmenter: bool) -> tuple[list, list]:
@@ -71,28 +99,10 @@ def reference_profile(payload: dict[str, Any], model_path: Path, data: str | Pat
     if seg is not None and seg.info.kind != "segmenter":
         raise CeodError(f"--segmenter {segmenter} is a {seg.info.kind} model; give the exported segmenter")
 
-    def frames(rows: list) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        for row in rows:
-            try:
-                image = read_image(row.image)
-                aoi = seg.run([image])["aoi_logits"][0, 0] > 0 if seg else read_mask(row.aoi) > 0
-            except (ImageDecodeError, OSError):
-                continue
-            yield image, aoi
-
-    def outputs(images: list[np.ndarray]) -> dict[str, np.ndarray]:
-        raw = model.run(images)
-        scores, verdicts = classify(model, raw)
-        out = {"score": scores, "judged": backs_a_verdict(model.info.class_names, verdicts)}
-        if "heatmap" in raw:
-            out["heatmap"] = raw["heatmap"][:, 0]
-        if "features" in raw:
-            out["features"] = raw["features"]
-        return out
-
     source = f"segmenter {Path(segmenter).name}" if segmenter else "manifest AOI masks"
     # the image statistics' reference spans every family the run knows (training rows too); the
     # model's statistics read the held-out rows only
-    profile, block = build_profile(outputs, frames(sample(held_out, 0)), source, model.info.input_size,
-                                   scene_frames=frames(sample(trained, 1)))
+    profile, block = build_profile(model_outputs(model), read_frames([(r.image, r.aoi) for r in sample(held_out, 0)], seg),
+                                   source, model.info.input_size,
+                                   scene_frames=read_frames([(r.image, r.aoi) for r in sample(trained, 1)], seg))
     return to_props(profile, block), profile_summary(profile, model.info.outputs)

@@ -274,15 +274,17 @@ def feature_distance(features: np.ndarray, mean: np.ndarray, whiten: np.ndarray)
 
 def build_profile(classify: Callable[[list[np.ndarray]], dict[str, np.ndarray]],
                   frames: Iterable[tuple[np.ndarray, np.ndarray]], aoi_source: str, input_size: int,
-                  batch: int = 16, scene_frames: Iterable[tuple[np.ndarray, np.ndarray]] = ()
-                  ) -> tuple[dict[str, Any], dict[str, Any] | None]:
+                  batch: int = 16, scene_frames: Iterable[tuple[np.ndarray, np.ndarray]] = (),
+                  whitening: dict[str, Any] | None = None) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """The reference profile from held-out frames (RGB uint8 image, AOI mask) and a function that
     returns the classifier's outputs (`score`, optionally `heatmap` [N,h,w], `features` [N,C] and
     `judged` [N] bool: the frames whose heatmap backs a defect verdict) for a list of images, and
     the model's input size (the every-frame statistics read the frame at that size, as the line
     resizes it). `scene_frames` (frames the model may have trained on) add to the statistics of
-    the image alone and to the background region, never to the model's. Returns the profile and
-    the feature block (None without features)."""
+    the image alone and to the background region, never to the model's. `whitening` (a block as
+    read_profile returns it) measures the feature distances with it instead of fitting one from
+    these frames. Returns the profile and the feature block fitted here (None without features
+    or with `whitening`)."""
     values: dict[str, list[float]] = {s.name: [] for s in STATISTICS}
     features: list[np.ndarray] = []
     histogram = np.zeros(16, np.float64)
@@ -335,7 +337,10 @@ def build_profile(classify: Callable[[list[np.ndarray]], dict[str, np.ndarray]],
             shares = heat_shares(np.stack(heatmaps), region_cover(region, heatmaps[0].shape))
             values["evidence_background"] = [float(x) for x in shares]
     block = None
-    if len(features) >= 30:
+    if whitening is not None and features:
+        distances = feature_distance(np.stack(features), whitening["mean"], whitening["whiten"])
+        values["feature_distance"] = [float(d) for d in distances]
+    elif len(features) >= 30:
         block, distances = feature_whitening(np.stack(features))
         values["feature_distance"] = [float(d) for d in distances]
     stats = {name: summary for name, summary in ((n, _summary(v)) for n, v in values.items()) if summary}

@@ -482,3 +482,45 @@ def test_a_stream_of_real_images_changes_at_the_frame_asked_and_only_outside_the
             assert bright < 0.5
     again = run_ceod_on_a_line_pc(["data", "stream", tiny_dataset, tmp_path / "s", "--change", "lamp"])
     assert again.returncode == 2 and "already holds a stream" in again.stderr
+
+
+def test_baseline_rebuilds_the_reference_from_the_line_and_writes_a_new_model(watched, tmp_path, capsys):
+    """`ceod baseline` on a run of frames under a dimmed lamp: the copy's background reference is
+    the dimmed look, the feature whitening and the input model are kept, and the step refuses
+    what it cannot do in one line."""
+    import hashlib
+    import shutil
+
+    from ceod.export.runtime import OnnxModel
+    from ceod.pipeline.cli import main
+    from ceod.pipeline.inspect import Inspector
+    stream = _stream(watched["root"], "lamp")
+    dimmed = tmp_path / "dimmed"
+    dimmed.mkdir()
+    for frame in sorted((stream / "frames").iterdir())[150:]:
+        shutil.copy(frame, dimmed / frame.name)
+    log = tmp_path / "commissioning.jsonl"
+    Inspector(watched["model"], "cpu").run(str(dimmed), log, batch=8, live=False)
+    before = hashlib.sha256(watched["model"].read_bytes()).hexdigest()
+    out = tmp_path / "baselined.onnx"
+    capsys.readouterr()
+    code = main(["baseline", "--model", str(watched["model"]), "--segmenter", str(watched["segmenter"]),
+                 "--log", str(log), "--out", str(out), "--frames", "200"])
+    printed = capsys.readouterr().out
+    assert code == 0 and "reference rebuilt from 200 frames of commissioning.jsonl" in printed
+    assert hashlib.sha256(watched["model"].read_bytes()).hexdigest() == before
+    old_raw, new_raw = OnnxModel(watched["model"], "cpu").info.raw, OnnxModel(out, "cpu").info.raw
+    old, _ = read_profile(old_raw, "old")
+    new, _ = read_profile(new_raw, "new")
+    assert new["images"] == 200 and new["baseline"]["previous"]["images"] == old["images"]
+    assert new["statistics"]["background_grey"]["mean"] < old["statistics"]["background_grey"]["mean"] - 0.02
+    assert new_raw["ceod.reference_features"] == old_raw["ceod.reference_features"]  # the whitening is kept
+    # refused in one line: an existing --out, a log another model judged, too few frames
+    for args, fragment in ((["--out", str(out)], "exists"),
+                           (["--model", str(out), "--out", str(tmp_path / "b.onnx")], "was judged by"),
+                           (["--frames", "10", "--out", str(tmp_path / "c.onnx")], "at least 30")):
+        argv = {"--model": str(watched["model"]), "--segmenter": str(watched["segmenter"]), "--log": str(log)}
+        argv.update(dict(zip(args[::2], args[1::2])))
+        code = main(["baseline", *[x for kv in argv.items() for x in kv]])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and len(err) == 1 and fragment in err[0], err

@@ -20,6 +20,7 @@ import itertools
 import json
 import sys
 from pathlib import Path
+from typing import Callable
 
 from ceod.export.drift import CHECK_EVERY
 from ceod.export.onnx_export import export_run
@@ -28,7 +29,8 @@ from ceod.export.watch import BY_NAME, profile_summary, read_profile
 from ceod.experiments.report import write_markdown
 from ceod.data.stream import stream_from_dataset
 from ceod.data.synth import config_for, synthesize_stream
-from ceod.pipeline.replay import replay_watch
+from ceod.export.baseline import baseline_model
+from ceod.pipeline.replay import read_judged, replay_watch
 from watch_throughput import inspect, throughput
 
 # Two ways to run the default sampling (every 10th frame): `line-rate`, where the time budget
@@ -53,10 +55,35 @@ def export_models(runs: dict[str, Path], data: Path, work: Path) -> tuple[dict[s
         path = work / f"{name}.onnx"
         if not path.exists():
             export_run(runs[name], path, heatmap=True, features=True, segmenter=seg, data=data)
-        model = OnnxModel(path, "cpu")
-        profiles[name] = profile_summary(read_profile(model.info.raw, str(path))[0], model.info.outputs)
+        profiles[name] = profile_of(path)
         models[name] = path
     return models, profiles
+
+
+def profile_of(path: Path) -> dict:
+    model = OnnxModel(path, "cpu")
+    return profile_summary(read_profile(model.info.raw, str(path))[0], model.info.outputs)
+
+
+def commission(models: dict[str, Path], work: Path, make_stream: Callable[[Path], None], frames: int
+               ) -> tuple[dict[str, Path], dict[str, dict]]:
+    """Results 12.3's step: each model run (without the watch) on a commissioning stream of its
+    own seed, then `ceod baseline` on the first `frames` of that run; the baselined models and
+    what their profiles watch."""
+    folder = work / "streams" / "commission"
+    if not (folder / "stream.csv").exists():
+        make_stream(folder)
+    out, profiles = dict(models), {}
+    for name in ("ce", "ceod"):
+        path = work / f"{name}-baseline{frames}.onnx"
+        if not path.exists():
+            log_dir = work / "commission" / name
+            if not (log_dir / "log.jsonl").exists():
+                inspect(models[name], None, folder, log_dir)
+            sources, judged_by = read_judged(log_dir / "log.jsonl")
+            baseline_model(models[name], models["segmenter"], log_dir / "log.jsonl", sources, judged_by, path, frames)
+        out[name], profiles[name] = path, profile_of(path)
+    return out, profiles
 
 
 def demo_runs(demo: Path) -> dict[str, Path]:
@@ -149,6 +176,8 @@ def main() -> int:
                    "half of them in each of two styles)")
     p.add_argument("--change-frames", type=int, default=900)
     p.add_argument("--at", type=int, default=300)
+    p.add_argument("--baseline-frames", type=int, default=0, help="results 12.3: baseline each model on this many "
+                   "frames of a commissioning stream (seed 303) and watch every stream with the baselined models")
     p.add_argument("--throughput-rounds", type=int, default=12, help="0: skip the throughput comparison "
                    "(`watch_throughput.py` measures it alone, on a quiet machine)")
     a = p.parse_args()
@@ -160,15 +189,29 @@ def main() -> int:
         models, profiles = export_models(demo_runs(a.demo), a.demo / "data", a.work)
         data = synthetic_streams(a.work, a.frames // 2, a.change_frames, a.at)
         title, id_stream = "synthetic line", "none_test_shift"
+
+        def make_commission(folder: Path) -> None:
+            synthesize_stream(folder, config_for("small"), seed=303, frames=a.baseline_frames, change="none",
+                              progress=False)
     else:
         runs = {"ce": a.ce, "ceod": a.ceod, "segmenter": a.segmenter}
         models, profiles = export_models(runs, a.dataset, a.work)
         data = dataset_streams(a.work, a.dataset, a.split_column, a.frames, a.change_frames, a.at)
         title, id_stream = f"{a.dataset.name}, test split of column {a.split_column}", "none"
+
+        def make_commission(folder: Path) -> None:
+            stream_from_dataset(a.dataset, folder, "test", a.split_column, "none", None, a.baseline_frames, 303,
+                                progress=False)
+    logs, replays = a.work / "logs", a.work / "replay"
+    if a.baseline_frames:
+        models, profiles = commission(models, a.work, make_commission, a.baseline_frames)
+        logs, replays = a.work / f"logs-baseline{a.baseline_frames}", a.work / f"replay-baseline{a.baseline_frames}"
+        title += f"; models baselined on {a.baseline_frames} commissioning frames (results 12.3)"
     results_path = a.out / "results.json"
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
     results["settings"] = {"title": title, "modes": MODES, "alpha": 0.01, "provider": "CPUExecutionProvider",
-                           "in_distribution_frames": a.frames, "change_frames": a.change_frames, "at": a.at}
+                           "in_distribution_frames": a.frames, "change_frames": a.change_frames, "at": a.at,
+                           "baseline_frames": a.baseline_frames}
     results["profiles"] = profiles
     # measured first, while nothing else runs (0 rounds: not measured in this run)
     if "throughput" not in results and a.throughput_rounds > 0:
@@ -178,7 +221,7 @@ def main() -> int:
     for mode, model, name in itertools.product(MODES, ("ce", "ceod"), data):
         stream, watch = data[name], MODES[mode]
         key = f"{mode}/{model}/{name}"
-        log_dir = a.work / "logs" / mode / model / name
+        log_dir = logs / mode / model / name
         if key in results.get("runs", {}):
             done = results["runs"][key]
             if "after_change_by_kind" not in done and (log_dir / "log.jsonl").exists():
@@ -189,7 +232,7 @@ def main() -> int:
         r.update(alarm_summary(r.pop("drift"), stream["at"]))
         if mode == "line-rate":
             r["offline"] = replay(models[model], models["segmenter"], log_dir / "log.jsonl",
-                                  a.work / "replay" / model / name, r, stream["at"])
+                                  replays / model / name, r, stream["at"])
         results.setdefault("runs", {})[key] = r
         results_path.write_text(json.dumps(results, indent=1))
         print(key, r["first_by_kind"], "false alarms", len(r["false_alarms"]), file=sys.stderr, flush=True)
