@@ -29,32 +29,19 @@ class BaselineResult:
     summary: dict[str, Any]
 
 
-def baseline_model(model_path: str | Path, segmenter_path: str | Path, log_path: str | Path, sources: list[str],
-                   judged_by: set[str], out: str | Path, frames: int = 256, provider: str = "cpu") -> BaselineResult:
-    """A copy of `model_path` whose reference profile is built from the first `frames` of
-    `sources` (the judged inputs of the run logged in `log_path`, in order), keeping the exported
-    feature whitening. Refuses a log judged by another model; never modifies the input."""
-    model_path, log_path, out = Path(model_path), Path(log_path), Path(out)
+def baseline_model(model: OnnxModel, segmenter: OnnxModel, log_path: str | Path, sources: list[str],
+                   out: str | Path) -> BaselineResult:
+    """A copy of `model` whose reference profile is built from `sources` (the first judged inputs
+    of the run logged in `log_path`, in order, already checked to be that model's and readable
+    here), keeping the exported feature whitening. Never modifies the input."""
+    model_path, log_path, out = model.path, Path(log_path), Path(out)
     check_new_model_path(model_path, out)
-    if frames < MIN_FRAMES:
-        raise CeodError(f"--frames {frames}: a baseline needs at least {MIN_FRAMES} frames")
-    model = OnnxModel(model_path, provider)
-    if judged_by != {model.identity}:
-        raise CeodError(f"--log {log_path} was judged by {', '.join(sorted(judged_by))}, not --model "
-                        f"{model.identity}: baseline the model that ran the commissioning shift")
-    picked = sources[:frames]
-    if len(picked) < MIN_FRAMES:
-        raise CeodError(f"--log {log_path} holds {len(picked)} judged inputs; a baseline needs at least {MIN_FRAMES}")
-    missing = [s for s in picked if not Path(s).is_file()]
-    if missing:
-        raise CeodError(f"{len(missing)} of the {len(picked)} baseline inputs are not files here (first: {missing[0]}); "
-                        "the baseline reads the images again")
-    segmenter = OnnxModel(segmenter_path, provider)
-    if segmenter.info.kind != "segmenter":
-        raise CeodError(f"--segmenter {segmenter_path} is a {segmenter.info.kind} model; give the exported segmenter")
+    if len(sources) < MIN_FRAMES:
+        raise CeodError(f"--log {log_path}: {len(sources)} judged inputs for the baseline; it needs at least "
+                        f"{MIN_FRAMES} frames")
     old, whitening = read_profile(model.info.raw, str(model_path))
-    profile, _ = build_profile(model_outputs(model), read_frames(((s, None) for s in picked), segmenter),
-                               f"line baseline, segmenter {Path(segmenter_path).name}", model.info.input_size,
+    profile, _ = build_profile(model_outputs(model), read_frames(((s, None) for s in sources), segmenter),
+                               f"line baseline, segmenter {segmenter.path.name}", model.info.input_size,
                                whitening=whitening)
     provenance = {"log": log_path.name, "sha256": hashlib.sha256(log_path.read_bytes()).hexdigest()[:16],
                   "frames": profile["images"],
@@ -62,10 +49,9 @@ def baseline_model(model_path: str | Path, segmenter_path: str | Path, log_path:
     profile["baseline"] = provenance
     entries = {f"{PREFIX}{key}": value for key, value in to_props(profile, None).items()}
     write_model_copy(model_path, entries, out)
-    means = {name: (old["statistics"][name]["mean"], s["mean"]) for name, s in profile["statistics"].items()
-             if name in old["statistics"]}
-    return BaselineResult(out, provenance, {k: v[0] for k, v in means.items()}, {k: v[1] for k, v in means.items()},
-                          profile_summary(profile, model.info.outputs))
+    before = {name: old["statistics"][name]["mean"] for name in profile["statistics"] if name in old["statistics"]}
+    after = {name: profile["statistics"][name]["mean"] for name in before}
+    return BaselineResult(out, provenance, before, after, profile_summary(profile, model.info.outputs))
 
 
 def provenance_line(result: BaselineResult) -> str:

@@ -14,8 +14,7 @@ import numpy as np
 from ceod.contracts.model import class_names
 from ceod.data.manifest import dataset_root, read_manifest
 from ceod.data.splits import train_val
-from ceod.contracts.errors import CeodError
-from ceod.export.runtime import OnnxModel, classify
+from ceod.export.runtime import OnnxModel, classify, open_segmenter
 from ceod.export.watch import backs_a_verdict, build_profile, profile_summary, to_props
 from ceod.data.imageio import ImageDecodeError, read_image, read_mask
 
@@ -95,9 +94,7 @@ def reference_profile(payload: dict[str, Any], model_path: Path, data: str | Pat
         return rows
 
     model = OnnxModel(model_path, provider="cpu")
-    seg = OnnxModel(segmenter, provider="cpu") if segmenter else None
-    if seg is not None and seg.info.kind != "segmenter":
-        raise CeodError(f"--segmenter {segmenter} is a {seg.info.kind} model; give the exported segmenter")
+    seg = open_segmenter(segmenter, "cpu", "--segmenter") if segmenter else None
 
     source = f"segmenter {Path(segmenter).name}" if segmenter else "manifest AOI masks"
     # the image statistics' reference spans every family the run knows (training rows too); the

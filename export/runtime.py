@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from ceod.contracts.errors import CeodError
 from ceod.contracts.classes import decide, is_anomaly
 from ceod.contracts.model import MetadataError, ModelInfo
 from ceod.data.imageio import preprocess
@@ -217,6 +218,14 @@ class OnnxModel:
 
     def run(self, images: list[np.ndarray]) -> dict[str, np.ndarray]:
         return self.run_tensor(self.prepare(images))
+
+
+def open_segmenter(path: str | Path, provider: str, flag: str, threads: int = 0) -> OnnxModel:
+    """The exported segmenter given by `flag`, refused in one line if the file is another kind of model."""
+    model = OnnxModel(path, provider, threads=threads)
+    if model.info.kind != "segmenter":
+        raise CeodError(f"{flag} {path} is a {model.info.kind} model; give the exported segmenter")
+    return model
 
 
 def classify(model: OnnxModel, outputs: dict[str, np.ndarray], threshold: float | None = None

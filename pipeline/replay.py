@@ -40,18 +40,25 @@ def read_judged(log: Path) -> tuple[list[str], set[str]]:
     return [str(r["source"]) for r in judged], {str(r.get("model")) for r in judged}
 
 
-def replay_watch(log: str | Path, model: str | Path, segmenter: str | Path, out: str | Path,
-                 every: int = 10, alpha: float = 0.01, provider: str = "auto", batch: int = 8) -> Summary:
-    log, out = Path(log), Path(out)
+def judged_inputs(log: Path, runtime: OnnxModel, action: str, limit: int | None = None) -> list[str]:
+    """The log's judged inputs in order (the first `limit`), refused in one line where another
+    model file judged them or they are not files here (`action` reads the images again)."""
     sources, judged_by = read_judged(log)
-    runtime = OnnxModel(model, provider)
     if judged_by != {runtime.identity}:
         raise CeodError(f"--log {log} was judged by {', '.join(sorted(judged_by))}, not --model {runtime.identity}: "
-                        "replay with the model file that judged the run")
+                        f"{action} with the model file that judged the run")
+    sources = sources[:limit]
     missing = [s for s in sources if not Path(s).is_file()]
     if missing:
         raise CeodError(f"{len(missing)} of the log's {len(sources)} inputs are not files here (first: {missing[0]}); "
-                        "an offline watch reads the images again (camera and video frames cannot be replayed)")
+                        f"{action} reads the images again (camera and video frames cannot be read again)")
+    return sources
+
+
+def replay_watch(log: str | Path, model: str | Path, segmenter: str | Path, out: str | Path,
+                 every: int = 10, alpha: float = 0.01, provider: str = "auto", batch: int = 8) -> Summary:
+    log, out = Path(log), Path(out)
+    sources = judged_inputs(log, OnnxModel(model, provider), "replay")
     if (out / REPLAY_LOG).exists():
         raise CeodError(f"--out {out} already holds {REPLAY_LOG}: choose an empty folder")
     out.mkdir(parents=True, exist_ok=True)

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from ceod.contracts.errors import CeodError
-from ceod.export.runtime import OnnxModel
+from ceod.export.runtime import OnnxModel, open_segmenter
 from ceod.export.drift import Alarm, Monitor, check_alpha
 from ceod.export.watch import BY_NAME, KINDS, QUANTILES, backs_a_verdict, frame_statistics, read_profile, thumbnail
 
@@ -57,9 +57,7 @@ def prepare_watch(model: OnnxModel, segmenter: str | Path, provider: str, every:
         raise CeodError(f"--watch-budget {budget}: a share of the inspection time in (0, 1]")
     check_alpha(alpha)
     profile, block = read_profile(model.info.raw, str(model.path))
-    seg = OnnxModel(segmenter, provider, threads=1)
-    if seg.info.kind != "segmenter":
-        raise CeodError(f"--watch {segmenter} is a {seg.info.kind} model; give the exported segmenter")
+    seg = open_segmenter(segmenter, provider, "--watch", threads=1)
     return WatchSetup(seg, profile, block, every, budget, alpha, queue_size)
 
 

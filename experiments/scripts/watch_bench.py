@@ -24,13 +24,13 @@ from typing import Callable
 
 from ceod.export.drift import CHECK_EVERY
 from ceod.export.onnx_export import export_run
-from ceod.export.runtime import OnnxModel
+from ceod.export.runtime import OnnxModel, open_segmenter
 from ceod.export.watch import BY_NAME, profile_summary, read_profile
 from ceod.experiments.report import write_markdown
 from ceod.data.stream import stream_from_dataset
 from ceod.data.synth import config_for, synthesize_stream
 from ceod.export.baseline import baseline_model
-from ceod.pipeline.replay import read_judged, replay_watch
+from ceod.pipeline.replay import judged_inputs, replay_watch
 from watch_throughput import inspect, throughput
 
 # Two ways to run the default sampling (every 10th frame): `line-rate`, where the time budget
@@ -80,8 +80,10 @@ def commission(models: dict[str, Path], work: Path, make_stream: Callable[[Path]
             log_dir = work / "commission" / name
             if not (log_dir / "log.jsonl").exists():
                 inspect(models[name], None, folder, log_dir)
-            sources, judged_by = read_judged(log_dir / "log.jsonl")
-            baseline_model(models[name], models["segmenter"], log_dir / "log.jsonl", sources, judged_by, path, frames)
+            model = OnnxModel(models[name], "cpu")
+            sources = judged_inputs(log_dir / "log.jsonl", model, "baseline", limit=frames)
+            baseline_model(model, open_segmenter(models["segmenter"], "cpu", "--segmenter"), log_dir / "log.jsonl",
+                           sources, path)
         out[name], profiles[name] = path, profile_of(path)
     return out, profiles
 
@@ -269,7 +271,7 @@ def markdown(results: dict) -> str:
         mode, model, stream = key.split("/")
         alarms = alarm_cell(r["first_by_kind"])
         after = alarm_cell(r["after_change_by_kind"]) if "after_change_by_kind" in r else "not recorded"
-        if r["expected_kind"] and r.get("after_change_by_kind") is not None and r["expected_kind"] not in r["after_change_by_kind"]:
+        if r["expected_kind"] and r["expected_kind"] not in r.get("after_change_by_kind", {r["expected_kind"]: None}):
             after += " — **expected kind missing**"
         level = f"frame {r['level_alarms'][0]['frame']}" if r["level_alarms"] else "-"
         sm = r["sampling"]

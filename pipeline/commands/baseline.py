@@ -20,10 +20,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(a: argparse.Namespace) -> int:
-    from ceod.export.baseline import baseline_model, provenance_line
-    from ceod.pipeline.replay import read_judged
-    sources, judged_by = read_judged(Path(a.log))
-    r = baseline_model(a.model, a.segmenter, a.log, sources, judged_by, a.out, a.frames, a.provider)
+    from ceod.contracts.errors import CeodError
+    from ceod.export.baseline import MIN_FRAMES, baseline_model, provenance_line
+    from ceod.export.runtime import OnnxModel, open_segmenter
+    from ceod.pipeline.replay import judged_inputs
+    if a.frames < MIN_FRAMES:
+        raise CeodError(f"--frames {a.frames}: a baseline needs at least {MIN_FRAMES} frames")
+    model = OnnxModel(a.model, a.provider)
+    sources = judged_inputs(Path(a.log), model, "baseline", limit=a.frames)
+    r = baseline_model(model, open_segmenter(a.segmenter, a.provider, "--segmenter"), a.log, sources, a.out)
     print(provenance_line(r))
     print(f"  {'statistic':22s} {'exported mean':>14s} {'line mean':>12s}")
     for name in r.before:
