@@ -19,8 +19,12 @@ TIE = 0.005       # mean worst validation flips this close count as a tie
 FLIPS = ("swap", "shift", "clutter")
 
 
-def validation_figures(folder: Path, variant: str, fold: int) -> dict:
-    result = json.loads((folder / f"{variant}-seed{fold}" / "result.json").read_text())
+def validation_figures(folder: Path, variant: str, fold: int) -> dict | None:
+    """None where the run has not finished (no result.json): it can be tabled, not chosen."""
+    path = folder / f"{variant}-seed{fold}" / "result.json"
+    if not path.is_file():
+        return None
+    result = json.loads(path.read_text())
     flips = {k: result["val_audit"][k] for k in FLIPS}
     return {"bacc": result["val"]["val_balanced_accuracy"], "flips": flips, "worst": max(flips.values()),
             "step_s": result["step_ms_median"] / 1000}
@@ -28,20 +32,34 @@ def validation_figures(folder: Path, variant: str, fold: int) -> dict:
 
 def choose(folder: Path, finalists: list[str], packaged: str, folds: list[int]) -> tuple[list[str], str]:
     ce = {f: validation_figures(folder, "ce", f) for f in folds}
-    rows, eligible = [], {}
+    if any(v is None for v in ce.values()):
+        raise SystemExit(f"CE has not finished on folds {[f for f, v in ce.items() if v is None]}: "
+                         f"run `ceod experiment --variants ce` there first (it sets eligibility)")
+    rows, eligible, pending = [], {}, []
     for variant in ["ce", *finalists]:
         figures = {f: validation_figures(folder, variant, f) for f in folds}
+        done = {f: v for f, v in figures.items() if v is not None}
         short = [f"fold {f}: {v['bacc']:.3f} < CE's {ce[f]['bacc']:.3f} - {ELIGIBLE}"
-                 for f, v in figures.items() if v["bacc"] < ce[f]["bacc"] - ELIGIBLE]
-        worst = sum(v["worst"] for v in figures.values()) / len(folds)
-        step = sum(v["step_s"] for v in figures.values()) / len(folds)
+                 for f, v in done.items() if v["bacc"] < ce[f]["bacc"] - ELIGIBLE]
+        missing = [f for f in folds if f not in done]
+        worst = sum(v["worst"] for v in done.values()) / len(done) if done else float("nan")
+        step = sum(v["step_s"] for v in done.values()) / len(done) if done else float("nan")
         if variant != "ce" and not short:
-            eligible[variant] = (worst, step)
-        cells = " | ".join(f"{v['bacc']:.3f} / " + " / ".join(f"{v['flips'][k]:.3f}" for k in FLIPS)
-                           + f" (**{v['worst']:.3f}**)" for v in figures.values())
-        verdict = "reference" if variant == "ce" else ("; ".join(short) or "eligible")
-        rows.append(f"| {variant} | {cells} | {worst:.3f} | {step:.2f} s | {verdict} |")
-    if not eligible:
+            if missing:
+                pending.append(variant)
+            else:
+                eligible[variant] = (worst, step)
+        cells = " | ".join("not run" if v is None else f"{v['bacc']:.3f} / "
+                           + " / ".join(f"{v['flips'][k]:.3f}" for k in FLIPS) + f" (**{v['worst']:.3f}**)"
+                           for v in figures.values())
+        verdict = "reference" if variant == "ce" else "; ".join(
+            short + ([f"not run on fold(s) {', '.join(map(str, missing))}"] if missing else [])) or "eligible"
+        means = f"{worst:.3f} | {step:.2f} s" if done else "- | -"
+        rows.append(f"| {variant} | {cells} | {means} | {verdict} |")
+    if pending:
+        choice = (f"not decided: {', '.join(pending)} not yet run on every fold (still eligible where run); "
+                  f"the packaged default (`{packaged}`) stays until they are")
+    elif not eligible:
         choice = f"no finalist is eligible on every fold: the packaged default (`{packaged}`) stays"
     else:
         best = min(w for w, _ in eligible.values())
