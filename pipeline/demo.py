@@ -139,6 +139,8 @@ def run_demo(out: str | Path, quick: bool = False, seed: int = 0, variant: str |
                                  **plan.cls_overrides, **overrides}, keep_background_swap=variant == "default"))
                 facts[f"train_{name}" + (f"_seed{s}" if s != seed else "")] = train_classifier(
                     cfg, data, runs_by_seed[s][name], s, source, label)
+                if name == "ceod":
+                    facts["ceod_loss"] = to_dict(cfg)["loss"]
     with stage("evaluate and audit on test, test_shift, test_anti"):
         manifest = read_manifest(data)
         splits = {split: load_split(manifest.split(split), plan.input_size, root=data) for split in TEST_SPLITS}

@@ -39,6 +39,17 @@ def _operating_point_table(by_seed: dict[str, dict[str, dict[str, Any]]]) -> lis
     return L
 
 
+def loss_schedule(loss: dict[str, Any] | None) -> str:
+    """How the AOI term came on in training, read from the loss config the run used (so the report
+    cannot describe a schedule the run did not have)."""
+    if not loss:
+        return "its schedule not recorded"
+    if loss.get("gate") == "ce":
+        return (f"switched on once the running training cross-entropy fell below {loss['gate_ce']} "
+                f"(or at {loss['gate_deadline']:.0%} of the run), then ramped in over {loss['ramp_steps']} steps")
+    return f"on from the first epoch, ramped in linearly to full weight at epoch {loss['warmup_epochs'] + 1}"
+
+
 def write_report(out: Path, f: dict[str, Any]) -> Path:
     from ceod.classifier.evaluate import REPLACEMENTS as flips, REPLACEMENTS_NOTE  # the audit's, in its order
     L: list[str] = []
@@ -69,8 +80,8 @@ def write_report(out: Path, f: dict[str, Any]) -> Path:
           f"Worst five test images (green: annotation, red: prediction): ![worst]({_rel(out, segt['overlay'])})", ""]
     L += ["## 3. Plain CNN (CE) vs CEOD", "", f"**{f['verdict']}**", "",
           f"CEOD here is `{f['variant']}`" + (" (configs/classifier.yaml as it ships: the evidence of every "
-                                             "class's centred Grad-CAM outside the AOI, switched on once the "
-                                             "training cross-entropy has fallen)"
+                                             "class's centred Grad-CAM outside the AOI, "
+                                             f"{loss_schedule(f.get('ceod_loss'))})"
                                              if f["variant"] == "default" else "") + "; CE is the same network and "
           "augmentation without the AOI term (and without BackgroundSwap). "
           "Balanced accuracy at the threshold calibrated on validation; `aoi_attention` = share of the "

@@ -51,6 +51,11 @@ def test_report_figures_match_the_run(demo):
         n_anti = sum(1 for line in (out / "data" / "manifest.csv").read_text().splitlines() if ",test_anti," in line)
         assert at["defects"] + at["ok_parts"] == n_anti and f"({at['escapes']}/{at['defects']})" in text
     assert "torch on **" in text and facts["cpu_capability"] in text
+    # the report describes the schedule the CEOD run trained with, read from its config
+    from ceod.pipeline.report import loss_schedule
+    schedule = loss_schedule(facts["ceod_loss"])
+    assert facts["ceod_loss"]["gate"] in ("none", "ce") and schedule in text
+    assert ("switched on once" in schedule) == (facts["ceod_loss"]["gate"] == "ce")
 
 
 def test_demo_never_deletes_a_folder_it_did_not_create(tmp_path):
