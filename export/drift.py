@@ -309,4 +309,5 @@ class Monitor:
                 "alpha_per_10000_frames": self.alpha, "frames": self.frames, "samples": self.samples,
                 "kinds": KINDS, "statistics": stats,
                 "alarms": [{**a.__dict__, "meaning": KINDS[a.kind]} for a in self.alarms],
-                "profile": {k: self.profile[k] for k in ("images", "aoi_source", "analysis_size")}}
+                "profile": {k: self.profile[k] for k in ("images", "aoi_source", "analysis_size", "baseline")
+                            if k in self.profile}}

@@ -394,10 +394,19 @@ def blind_spots(reasons: dict[str, str]) -> str | None:
             f"{', '.join(scene) or 'nothing'}; the part's position and size by: {', '.join(position) or 'nothing'}")
 
 
+def reference_origin(profile: dict[str, Any]) -> str:
+    """Where a profile's reference frames came from, in words: the export's validation images or
+    the line's own frames of a `ceod baseline` (a report must not call line frames validation)."""
+    if "baseline" in profile:
+        return f"{profile['images']} line frames of {profile['baseline']['log']} (ceod baseline)"
+    return f"{profile['images']} validation images"
+
+
 def profile_summary(profile: dict[str, Any], outputs: tuple[str, ...]) -> dict[str, Any]:
     """What a profile watches and cannot watch (with why), for the export report and benches."""
     missing = unwatched(profile, outputs)
-    return {"images": profile["images"], "scene_images": profile.get("scene_images", 0),
+    return {"images": profile["images"], "origin": reference_origin(profile),
+            "scene_images": profile.get("scene_images", 0),
             "aoi_source": profile["aoi_source"], "statistics": sorted(profile["statistics"]),
             "background_share": profile["background_region"]["share"], "unwatched": missing,
             "warning": blind_spots(missing)}

@@ -28,7 +28,7 @@ import numpy as np
 from ceod.contracts.errors import CeodError
 from ceod.export.runtime import OnnxModel, open_segmenter
 from ceod.export.drift import Alarm, Monitor, check_alpha
-from ceod.export.watch import BY_NAME, KINDS, QUANTILES, backs_a_verdict, frame_statistics, read_profile, thumbnail
+from ceod.export.watch import BY_NAME, KINDS, QUANTILES, backs_a_verdict, frame_statistics, read_profile, reference_origin, thumbnail
 
 REPORT_FILES = ("watch.json", "watch.html")
 FRAME_BATCH = 32  # judged frames whose every-frame statistics are measured together
@@ -296,7 +296,7 @@ def render_html(report: dict[str, Any], monitor: Monitor) -> str:
             "<body style='font-family:sans-serif;max-width:960px'>"
             f"<h1>ceod watch</h1><p>{report['frames']} frames, {sampling['sampled']} sampled "
             f"(every {sampling['every']}, budget {sampling['budget']:.0%}, busy {sampling['watch_busy_share']}); "
-            f"reference: {report['profile']['images']} validation images, AOI from "
+            f"reference: {html.escape(reference_origin(report['profile']))}, AOI from "
             f"{html.escape(report['profile']['aoi_source'])}.</p>"
             f"<p>Grey band: the reference's 5th-95th percentile; dashed: its mean; dots: values; blue: the "
             f"window mean; red: an alarm; orange dashed: where the shift most likely began. {report['test']}.</p>"

@@ -515,6 +515,10 @@ def test_baseline_rebuilds_the_reference_from_the_line_and_writes_a_new_model(wa
     assert new["images"] == 200 and new["baseline"]["previous"]["images"] == old["images"]
     assert new["statistics"]["background_grey"]["mean"] < old["statistics"]["background_grey"]["mean"] - 0.02
     assert new_raw["ceod.reference_features"] == old_raw["ceod.reference_features"]  # the whitening is kept
+    # reports name where each reference came from: the line's frames are not validation images
+    from ceod.export.watch import reference_origin
+    assert reference_origin(new) == "200 line frames of commissioning.jsonl (ceod baseline)"
+    assert reference_origin(old) == f"{old['images']} validation images"
     # refused in one line: an existing --out, a log another model judged, too few frames
     for args, fragment in ((["--out", str(out)], "exists"),
                            (["--model", str(out), "--out", str(tmp_path / "b.onnx")], "was judged by"),
