@@ -33,6 +33,8 @@ def inspect(model: Path, segmenter: Path | None, folder: Path, out: Path, provid
     summary = inspector.run(str(folder / "frames"), log, batch=1, live=False,
                             watch_report=(out / "watch") if segmenter else None)
     seconds = time.perf_counter() - start
+    if summary.interrupted:  # the inspector stops cleanly on SIGINT/SIGTERM; the bench stops with it
+        raise SystemExit(f"stopped by {summary.interrupted} during {folder}")
     drift = [json.loads(line) for line in log.read_text().splitlines() if '"drift"' in line]
     latency = {k: round(v, 3) for k, v in summary.as_dict().items() if k in ("p50_ms", "p95_ms", "p99_ms")}
     result = {"frames": summary.records, "seconds": round(seconds, 3),
