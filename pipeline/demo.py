@@ -140,7 +140,7 @@ def run_demo(out: str | Path, quick: bool = False, seed: int = 0, variant: str |
                 facts[f"train_{name}" + (f"_seed{s}" if s != seed else "")] = train_classifier(
                     cfg, data, runs_by_seed[s][name], s, source, label)
                 if name == "ceod":
-                    facts["ceod_loss"] = to_dict(cfg)["loss"]
+                    facts["ceod_loss"], facts["ceod_epochs"] = to_dict(cfg)["loss"], cfg.train.epochs
     with stage("evaluate and audit on test, test_shift, test_anti"):
         manifest = read_manifest(data)
         splits = {split: load_split(manifest.split(split), plan.input_size, root=data) for split in TEST_SPLITS}

@@ -39,15 +39,18 @@ def _operating_point_table(by_seed: dict[str, dict[str, dict[str, Any]]]) -> lis
     return L
 
 
-def loss_schedule(loss: dict[str, Any] | None) -> str:
-    """How the AOI term came on in training, read from the loss config the run used (so the report
-    cannot describe a schedule the run did not have)."""
+def loss_schedule(loss: dict[str, Any] | None, epochs: int | None = None) -> str:
+    """How the AOI term came on in training, read from the loss config and epochs the run used (so
+    the report cannot describe a schedule the run did not have)."""
     if not loss:
         return "its schedule not recorded"
     if loss.get("gate") == "ce":
         return (f"switched on once the running training cross-entropy fell below {loss['gate_ce']} "
                 f"(or at {loss['gate_deadline']:.0%} of the run), then ramped in over {loss['ramp_steps']} steps")
-    return f"on from the first epoch, ramped in linearly to full weight at epoch {loss['warmup_epochs'] + 1}"
+    full = loss["warmup_epochs"] + 1  # the ramp gives epoch e (from 1) the share min(1, e / full)
+    if epochs is not None and epochs < full:
+        return f"on from the first epoch, ramped in linearly and at {epochs}/{full} of its weight in the last epoch"
+    return f"on from the first epoch, ramped in linearly to full weight at epoch {full}"
 
 
 def write_report(out: Path, f: dict[str, Any]) -> Path:
@@ -81,7 +84,7 @@ def write_report(out: Path, f: dict[str, Any]) -> Path:
     L += ["## 3. Plain CNN (CE) vs CEOD", "", f"**{f['verdict']}**", "",
           f"CEOD here is `{f['variant']}`" + (" (configs/classifier.yaml as it ships: the evidence of every "
                                              "class's centred Grad-CAM outside the AOI, "
-                                             f"{loss_schedule(f.get('ceod_loss'))})"
+                                             f"{loss_schedule(f.get('ceod_loss'), f.get('ceod_epochs'))})"
                                              if f["variant"] == "default" else "") + "; CE is the same network and "
           "augmentation without the AOI term (and without BackgroundSwap). "
           "Balanced accuracy at the threshold calibrated on validation; `aoi_attention` = share of the "

@@ -53,7 +53,7 @@ def test_report_figures_match_the_run(demo):
     assert "torch on **" in text and facts["cpu_capability"] in text
     # the report describes the schedule the CEOD run trained with, read from its config
     from ceod.pipeline.report import loss_schedule
-    schedule = loss_schedule(facts["ceod_loss"])
+    schedule = loss_schedule(facts["ceod_loss"], facts["ceod_epochs"])
     assert facts["ceod_loss"]["gate"] in ("none", "ce") and schedule in text
     assert ("switched on once" in schedule) == (facts["ceod_loss"]["gate"] == "ce")
 
@@ -82,3 +82,11 @@ def test_demo_never_deletes_a_folder_it_did_not_create(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     assert prepare_output(empty) == empty
+
+
+def test_the_report_says_when_a_run_ended_before_the_term_reached_full_weight():
+    from ceod.pipeline.report import loss_schedule
+    loss = {"gate": "none", "warmup_epochs": 3}
+    assert loss_schedule(loss, 6).endswith("full weight at epoch 4")
+    assert loss_schedule(loss, 3).endswith("at 3/4 of its weight in the last epoch")
+    assert "switched on once" in loss_schedule({"gate": "ce", "gate_ce": 0.3, "gate_deadline": 0.5, "ramp_steps": 50})
