@@ -53,6 +53,12 @@ def frozen_batchnorm_statistics(model: nn.Module):
             m.momentum = momentum
 
 
+def warmup_share(epoch: int, warmup_epochs: int) -> float:
+    """A term's share of its weight in `epoch` (from 0) under `gate: none`: linear, full from
+    epoch `warmup_epochs` on (0: full from the start)."""
+    return 1.0 if warmup_epochs <= 0 else min(1.0, (epoch + 1) / (warmup_epochs + 1))
+
+
 class TermGate:
     """The weight of the term, step by step. `gate: none`: the epoch ramp (warmup_epochs).
     `gate: ce`: 0 until the mean training CE of the last gate_window steps is below gate_ce
@@ -71,9 +77,7 @@ class TermGate:
         if cfg.kind == "ce":
             return 0.0
         if cfg.gate == "none":
-            if cfg.warmup_epochs <= 0:
-                return cfg.weight
-            return cfg.weight * min(1.0, (epoch + 1) / (cfg.warmup_epochs + 1))
+            return cfg.weight * warmup_share(epoch, cfg.warmup_epochs)
         if self.opened_at is None:
             return 0.0
         return cfg.weight * min(1.0, (self.step - self.opened_at + 1) / (cfg.ramp_steps + 1))
@@ -175,9 +179,7 @@ class CEODLoss(nn.Module):
 
     def consistency_ramp(self, epoch: int) -> float:
         """The consistency term's share of its weight at this epoch: the warmup_epochs ramp."""
-        if self.cfg.warmup_epochs <= 0:
-            return 1.0
-        return min(1.0, (epoch + 1) / (self.cfg.warmup_epochs + 1))
+        return warmup_share(epoch, self.cfg.warmup_epochs)
 
     def forward(self, model: nn.Module, logits: torch.Tensor, features: torch.Tensor,
                 masks: torch.Tensor, labels: torch.Tensor, epoch: int = 0,

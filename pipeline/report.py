@@ -47,8 +47,9 @@ def loss_schedule(loss: dict[str, Any] | None, epochs: int | None = None) -> str
     if loss.get("gate") == "ce":
         return (f"switched on once the running training cross-entropy fell below {loss['gate_ce']} "
                 f"(or at {loss['gate_deadline']:.0%} of the run), then ramped in over {loss['ramp_steps']} steps")
-    full = loss["warmup_epochs"] + 1  # the ramp gives epoch e (from 1) the share min(1, e / full)
-    if epochs is not None and epochs < full:
+    from ceod.classifier.loss import warmup_share
+    full = loss["warmup_epochs"] + 1  # counted from 1: the first epoch at full weight
+    if epochs is not None and warmup_share(epochs - 1, loss["warmup_epochs"]) < 1:
         return f"on from the first epoch, ramped in linearly and at {epochs}/{full} of its weight in the last epoch"
     return f"on from the first epoch, ramped in linearly to full weight at epoch {full}"
 
