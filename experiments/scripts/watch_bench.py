@@ -258,7 +258,7 @@ def markdown(results: dict) -> str:
              "statistic, one sample for a sampled one).\n"]
     for model, prof in results.get("profiles", {}).items():
         if "statistics" in prof:
-            lines.append(f"- {model}: reference profile of {prof.get('origin') or str(prof['images']) + ' images'}, AOI from "
+            lines.append(f"- {model}: reference profile of {prof['origin']}, AOI from "
                          f"{prof['aoi_source']}; background region {prof.get('background_share', '?')} of the frame; "
                          f"watched: {', '.join(prof['statistics'])}; not watched: "
                          f"{'; '.join(f'{k} ({v})' for k, v in prof.get('unwatched', {}).items()) or 'none'}")
