@@ -195,9 +195,14 @@ def test_the_papers_form_is_one_option_away():
 
 def test_resolving_a_variant_leaves_the_base_config_alone():
     from ceod.classifier.config import resolve, variant_overrides
-    base = {"loss": {"kind": "ceod", "target": "all"}, "augment": [{"name": "HorizontalFlip", "p": 0.5}]}
+    base = {"loss": {"kind": "ceod", "target": "all", "consistency_weight": 1.0},
+            "augment": [{"name": "HorizontalFlip", "p": 0.5}]}
     ce = resolve(base, variant_overrides("ce"))
     assert ce["loss"]["kind"] == "ce" and base["loss"]["kind"] == "ceod"  # the demo trained CE twice when it did not
+    # the plain CNN and the forms named for a loss stay what their names say whatever the default's terms
+    assert ce["loss"]["consistency_weight"] == 0.0 and base["loss"]["consistency_weight"] == 1.0
+    for name in ("ceod-paper", "ceod-evidence", "rrr", "ce-bgswap"):
+        assert resolve(base, variant_overrides(name))["loss"]["consistency_weight"] == 0.0, name
     swap = resolve(base, variant_overrides("ce-bgswap"))
     assert [a["name"] for a in swap["augment"]] == ["HorizontalFlip", "BackgroundSwap"] and len(base["augment"]) == 1
 
