@@ -168,6 +168,15 @@ def variant_overrides(name: str) -> dict[str, Any]:
     return over
 
 
+def uses_aoi(config: dict[str, Any]) -> bool:
+    """Whether a resolved classifier config learns from the AOI masks: an AOI term (CEOD or RRR),
+    the consistency term's counterfactual views, or BackgroundSwap."""
+    from ceod.training.transforms import BACKGROUND_SWAP
+    loss = config.get("loss") or {}
+    return (loss.get("kind", "ceod") != "ce" or float(loss.get("consistency_weight") or 0) > 0
+            or any(isinstance(a, dict) and a.get("name") == BACKGROUND_SWAP for a in config.get("augment") or []))
+
+
 def resolve(base: dict[str, Any], overrides: dict[str, Any], keep_background_swap: bool = False
             ) -> dict[str, Any]:
     """Dotted overrides on a config dict; `augment+` entries go after the augment list the other

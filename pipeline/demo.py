@@ -80,6 +80,18 @@ class Stages:
         return time.perf_counter() - self.started
 
 
+def check_demo_variant(variant: str) -> None:
+    """The demo trains CE against a classifier that learns from the AOI masks; a variant that does
+    not (CE under another name) would compare CE with itself."""
+    from ceod.classifier.config import ClassifierConfig, resolve, uses_aoi, variant_overrides, variants
+    from ceod.contracts.config import load_config, to_dict
+    base = to_dict(load_config(ClassifierConfig, None, "classifier.yaml"))
+    guided = [v for v in variants() if uses_aoi(resolve(base, variant_overrides(v), v == "default"))]
+    if variant.partition("@")[0] not in guided or not uses_aoi(resolve(base, variant_overrides(variant),
+                                                                          variant == "default")):
+        raise CeodError(f"--variant {variant}: choose a variant that learns from the AOI from {guided}")
+
+
 def run_demo(out: str | Path, quick: bool = False, seed: int = 0, variant: str | None = None) -> Path:
     from ceod.contracts.config import from_dict, load_config, to_dict
     from ceod.data.loading import load_split
@@ -87,7 +99,7 @@ def run_demo(out: str | Path, quick: bool = False, seed: int = 0, variant: str |
     from ceod.data.synth import config_for, synthesize
     from ceod.classifier.config import ClassifierConfig
     from ceod.classifier.evaluate import evaluate_splits
-    from ceod.classifier.config import resolve, variant_overrides, variants
+    from ceod.classifier.config import resolve, variant_overrides
     from ceod.classifier.inference import load_classifier
     from ceod.classifier.train import train_classifier
     from ceod.export.onnx_export import export_run
@@ -101,9 +113,7 @@ def run_demo(out: str | Path, quick: bool = False, seed: int = 0, variant: str |
 
     plan = demo_plan(quick)
     variant = variant or plan.variant
-    ceod_variants = [v for v, o in variants().items() if o.get("loss.kind", "ceod") == "ceod"]
-    if variant not in ceod_variants:
-        raise CeodError(f"--variant {variant}: choose a CEOD variant from {ceod_variants}")
+    check_demo_variant(variant)
     out = prepare_output(Path(out))
     stage = Stages()
     import torch

@@ -90,3 +90,13 @@ def test_the_report_says_when_a_run_ended_before_the_term_reached_full_weight():
     assert loss_schedule(loss, 6).endswith("full weight at epoch 4")
     assert loss_schedule(loss, 3).endswith("at 3/4 of its weight in the last epoch")
     assert "switched on once" in loss_schedule({"gate": "ce", "gate_ce": 0.3, "gate_deadline": 0.5, "ramp_steps": 50})
+
+
+def test_the_demo_compares_ce_with_a_classifier_that_learns_from_the_aoi():
+    from ceod.contracts.errors import CeodError
+    from ceod.pipeline.demo import check_demo_variant
+    for variant in ("default", "ceod-paper", "ce-cf", "ce-bgswap", "rrr", "default-cf@0.3"):
+        check_demo_variant(variant)
+    for variant in ("ce", "ce-os16", "ce-cf@0", "no-such-variant"):  # CE under another name, or nothing
+        with pytest.raises(CeodError, match="learns from the AOI.*ce-cf"):
+            check_demo_variant(variant)

@@ -11,8 +11,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     dm.add_argument("--quick", action="store_true", help="a smaller line and shorter training (< 3 min)")
     dm.add_argument("--seed", type=int, default=0, help="seed of the line and of the first classifier pair "
                     "(the full demo trains a second pair with seed + 1)")
-    dm.add_argument("--variant", help="CEOD variant (default: configs/classifier.yaml as it ships; "
-                    "see configs/variants.yaml, e.g. ceod-paper)")
+    dm.add_argument("--variant", help="the classifier trained against CE: a variant that learns from the AOI "
+                    "(default: configs/classifier.yaml as it ships; see configs/variants.yaml, e.g. ceod-paper, "
+                    "ce-cf)")
     dm.set_defaults(handler=run)
 
 
