@@ -54,6 +54,25 @@ def loss_schedule(loss: dict[str, Any] | None, epochs: int | None = None) -> str
     return f"on from the first epoch, ramped in linearly to full weight at epoch {full}"
 
 
+def loss_description(loss: dict[str, Any] | None, epochs: int | None = None) -> str:
+    """What the AOI-guided run added to cross-entropy and when each term came on, read from the
+    loss config it trained with (the consistency term follows the warm-up ramp, never the gate)."""
+    if not loss:
+        return "its loss not recorded"
+    terms = []
+    if loss.get("kind") in ("ceod", "rrr"):
+        centred = "centred " if loss.get("centre") else ""
+        what = (f"an AOI term on the {centred}Grad-CAM (w = {loss['weight']:g}, maps `{loss['target']}`, distance "
+                f"`{loss['distance']}`)" if loss["kind"] == "ceod"
+                else f"RRR's input-gradient penalty outside the AOI (lambda = {loss['weight']:g})")
+        terms.append(f"{what}, {loss_schedule(loss, epochs)}")
+    if float(loss.get("consistency_weight") or 0) > 0:
+        terms.append(f"the consistency term (w = {loss['consistency_weight']:g}: the change of the logits when the "
+                     f"outside of the AOI is replaced, on {loss['consistency_images']} images a batch), "
+                     f"{loss_schedule({**loss, 'gate': 'none'}, epochs)}")
+    return "cross-entropy + " + "; + ".join(terms) if terms else "cross-entropy alone"
+
+
 def write_report(out: Path, f: dict[str, Any]) -> Path:
     from ceod.classifier.evaluate import REPLACEMENTS as flips, REPLACEMENTS_NOTE  # the audit's, in its order
     L: list[str] = []
@@ -83,11 +102,9 @@ def write_report(out: Path, f: dict[str, Any]) -> Path:
           f"Predicted masks for all {f['predict_aoi']['rows']} images supervise the CEOD classifier.", "",
           f"Worst five test images (green: annotation, red: prediction): ![worst]({_rel(out, segt['overlay'])})", ""]
     L += ["## 3. Plain CNN (CE) vs CEOD", "", f"**{f['verdict']}**", "",
-          f"CEOD here is `{f['variant']}`" + (" (configs/classifier.yaml as it ships: the evidence of every "
-                                             "class's centred Grad-CAM outside the AOI, "
-                                             f"{loss_schedule(f.get('ceod_loss'), f.get('ceod_epochs'))})"
-                                             if f["variant"] == "default" else "") + "; CE is the same network and "
-          "augmentation without the AOI term (and without BackgroundSwap). "
+          f"CEOD here is `{f['variant']}`" + (" (configs/classifier.yaml as it ships)" if f["variant"] == "default"
+                                             else "") + f": {loss_description(f.get('ceod_loss'), f.get('ceod_epochs'))}"
+          "; CE is the same network and augmentation without those terms (and without BackgroundSwap). "
           "Balanced accuracy at the threshold calibrated on validation; `aoi_attention` = share of the "
           "Grad-CAM mass inside the AOI; flip = share of decisions that change when the outside of the AOI "
           f"is replaced ({REPLACEMENTS_NOTE}).", "",

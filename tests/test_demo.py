@@ -52,9 +52,10 @@ def test_report_figures_match_the_run(demo):
         assert at["defects"] + at["ok_parts"] == n_anti and f"({at['escapes']}/{at['defects']})" in text
     assert "torch on **" in text and facts["cpu_capability"] in text
     # the report describes the schedule the CEOD run trained with, read from its config
-    from ceod.pipeline.report import loss_schedule
+    from ceod.pipeline.report import loss_description, loss_schedule
     schedule = loss_schedule(facts["ceod_loss"], facts["ceod_epochs"])
     assert facts["ceod_loss"]["gate"] in ("none", "ce") and schedule in text
+    assert loss_description(facts["ceod_loss"], facts["ceod_epochs"]) in text
     assert ("switched on once" in schedule) == (facts["ceod_loss"]["gate"] == "ce")
 
 
@@ -90,6 +91,21 @@ def test_the_report_says_when_a_run_ended_before_the_term_reached_full_weight():
     assert loss_schedule(loss, 6).endswith("full weight at epoch 4")
     assert loss_schedule(loss, 3).endswith("at 3/4 of its weight in the last epoch")
     assert "switched on once" in loss_schedule({"gate": "ce", "gate_ce": 0.3, "gate_deadline": 0.5, "ramp_steps": 50})
+
+
+def test_the_report_names_every_term_the_guided_run_trained_with():
+    from ceod.classifier.config import ClassifierConfig
+    from ceod.contracts.config import load_config, to_dict
+    from ceod.pipeline.report import loss_description
+    loss = to_dict(load_config(ClassifierConfig, None, "classifier.yaml"))["loss"]
+    aoi_only = loss_description({**loss, "kind": "ceod", "consistency_weight": 0.0}, 6)
+    assert aoi_only.count(" + ") == 1 and "AOI term" in aoi_only and "consistency" not in aoi_only
+    both = loss_description({**loss, "kind": "ceod", "consistency_weight": 1.0, "gate": "ce"}, 6)
+    assert "AOI term" in both and "consistency term (w = 1" in both
+    assert "switched on once" in both and both.endswith("full weight at epoch 4")  # the consistency term is not gated
+    alone = loss_description({**loss, "kind": "ce", "consistency_weight": 1.0}, 3)
+    assert "AOI term" not in alone and alone.endswith("at 3/4 of its weight in the last epoch")
+    assert loss_description({**loss, "kind": "ce", "consistency_weight": 0.0}) == "cross-entropy alone"
 
 
 def test_the_demo_compares_ce_with_a_classifier_that_learns_from_the_aoi():
