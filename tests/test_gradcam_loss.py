@@ -226,7 +226,7 @@ def test_consistency_term_reads_only_what_the_outside_changed_in_the_decision():
     assert ramped.consistency_ramp(0) == pytest.approx(0.25) and ramped.consistency_ramp(5) == 1.0
 
 
-def test_counterfactual_view_changes_the_outside_only_and_training_logs_the_term(tiny_dataset, tmp_path):
+def test_counterfactual_view_changes_the_outside_only_and_training_logs_the_term(tiny_dataset, tmp_path, caplog):
     import json
 
     from ceod.classifier.train import train_classifier
@@ -245,8 +245,26 @@ def test_counterfactual_view_changes_the_outside_only_and_training_logs_the_term
     ds = SplitDataset(data, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), None, counterfactual=True)
     x, m, _, _, view = ds[0]
     assert torch.equal(x[:, m[0] > 0], view[:, m[0] > 0]) and not torch.equal(x, view)
-    cfg = tiny_classifier_config(**{"train.epochs": 1, "loss.consistency_weight": 1.0, "loss.consistency_images": 4})
-    summary = train_classifier(cfg, tiny_dataset, tmp_path / "run", seed=0, progress=False)
+    # the term alone (no AOI term) on data where two training rows lack their AOI: those views
+    # change nothing, and training says so rather than silently constraining fewer images
+    import csv
+    import shutil
+    data_dir = tmp_path / "ds"
+    shutil.copytree(tiny_dataset, data_dir)
+    with open(data_dir / "manifest.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    for row in [r for r in rows if r["split"] == "train"][:2]:
+        row["aoi"] = ""
+    with open(data_dir / "manifest.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    cfg = tiny_classifier_config(**{"train.epochs": 1, "loss.kind": "ce", "loss.consistency_weight": 1.0,
+                                    "loss.consistency_images": 4})
+    with caplog.at_level("WARNING"):
+        summary = train_classifier(cfg, data_dir, tmp_path / "run", seed=0, progress=False)
+    assert any(r.message.startswith("2 of ") and "the consistency term treat(s) them as all-AOI" in r.message
+               for r in caplog.records)
     history = json.loads((tmp_path / "run" / "history.json").read_text())
     assert history[0]["train_consistency"] >= 0 and "consistency(w=1" in summary["loss"]
 
