@@ -10,6 +10,13 @@ trap 'rm -rf "$WORK"' EXIT
 PY=${PYTHON:-python3}
 export NO_ALBUMENTATIONS_UPDATE=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 step() { echo "== install check: $*"; }
+# pip's output without its warnings; a failed install stops the check with pip's own words
+pip_install() {
+    local log="$WORK/pip.log"
+    if ! "$@" > "$log" 2>&1; then cat "$log"; echo "pip install failed: $*"; exit 1; fi
+    grep -v -i "warning" "$log" || true
+}
+free_disk() { df -h --output=avail "$WORK" | tail -1 | tr -d ' '; }
 
 step "build the wheel"
 "$PY" -m pip wheel -q --no-deps -w "$WORK/dist" "$REPO" 2>&1 | grep -v -i "warning\|deprecat\|^\s*$\|!!\|\*\*\*" || true
@@ -21,9 +28,10 @@ echo "   top-level names in the wheel: $TOP"
 [ "$TOP" = "ceod " ] || { echo "the wheel must expose only 'ceod', it has: $TOP"; exit 1; }
 grep -q "ceod/configs/classifier.yaml" <<< "$LISTING" || { echo "configs are not in the wheel"; exit 1; }
 
-step "training workstation: fresh venv, pip install 'ceod[train]' (non-editable)"
+step "training workstation: fresh venv, pip install 'ceod[train]' (non-editable); $(free_disk) free in $WORK"
 "$PY" -m venv "$WORK/train"
-"$WORK/train/bin/pip" install -q "$WHEEL[train]" 2>&1 | grep -v -i "warning" || true
+# a [train] venv is ~7 GB (torch's CUDA libraries); no cache copy of the wheels beside it
+pip_install "$WORK/train/bin/pip" install -q --no-cache-dir "$WHEEL[train]"
 cd "$WORK"  # nothing from the checkout is importable from here
 T="$WORK/train/bin/ceod"
 printf 'counts: {train: 64, val: 40, test: 16, test_shift: 16, test_anti: 16}\n' > synth.yaml
@@ -55,9 +63,12 @@ print("   ceod.classifier from", ceod.classifier.train.__file__)
 print("   packaged configs at", ceod.contracts.config.CONFIG_DIR)
 PY
 
-step "line PC: fresh venv, pip install ceod (base only: no torch)"
+# The line PC's venv needs none of it: the training venv goes before the second one is made, so the
+# check needs the disk of one [train] venv, not two (CI machines have run out between them).
+rm -rf "$WORK/train"
+step "line PC: fresh venv, pip install ceod (base only: no torch); $(free_disk) free in $WORK"
 "$PY" -m venv "$WORK/line"
-"$WORK/line/bin/pip" install -q "$WHEEL" 2>&1 | grep -v -i "warning" || true
+pip_install "$WORK/line/bin/pip" install -q --no-cache-dir "$WHEEL"
 if "$WORK/line/bin/python" -c "import torch" 2>/dev/null; then echo "torch must not be installed on the line PC"; exit 1; fi
 "$WORK/line/bin/ceod" inspect --model model.onnx --source 'data/images/test/*' --batch 4 > records.jsonl
 N_FILES=$(find data/images/test -type f | wc -l)
