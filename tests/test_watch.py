@@ -528,3 +528,19 @@ def test_baseline_rebuilds_the_reference_from_the_line_and_writes_a_new_model(wa
         code = main(["baseline", *[x for kv in argv.items() for x in kv]])
         err = capsys.readouterr().err.strip().splitlines()
         assert code == 2 and len(err) == 1 and fragment in err[0], err
+
+
+def test_the_default_budget_is_the_one_the_command_line_names(watched):
+    """`ceod inspect --watch` without --watch-budget watches at the package's default, and its help
+    says which figure that is (the help text cannot import the watch: it names the number)."""
+    from ceod.pipeline.cli import build_parser
+    from ceod.pipeline.inspect import Inspector
+    from ceod.pipeline.watch import DEFAULT_BUDGET
+    parser = build_parser()
+    args = parser.parse_args(["inspect", "--model", str(watched["model"]), "--source", "x"])
+    assert args.watch_budget is None
+    inspector = Inspector(watched["model"], "cpu", watch=watched["segmenter"])
+    assert inspector.watch_setup.budget == DEFAULT_BUDGET < 0.05
+    inspect_help = next(a for a in parser._subparsers._group_actions[0].choices["inspect"]._actions
+                        if "--watch-budget" in a.option_strings).help
+    assert f"default {DEFAULT_BUDGET * 100:g} %%" in inspect_help

@@ -31,14 +31,15 @@ from ceod.data.stream import stream_from_dataset
 from ceod.data.synth import config_for, synthesize_stream
 from ceod.export.baseline import baseline_model
 from ceod.pipeline.replay import judged_inputs, replay_watch
+from ceod.pipeline.watch import DEFAULT_BUDGET
 from watch_throughput import inspect, throughput
 
 # Two ways to run the default sampling (every 10th frame): `line-rate`, where the time budget
 # does not bind (a line slower than budget / segmenter time per sample, about 20 frames/s on this
 # 2-core CPU) and every offered sample is measured; `saturated`, frames as fast as the CPU takes
-# them with the default 5 % budget and a 4-sample queue, where the budget thins the samples out.
+# them with the default budget and a 4-sample queue, where the budget thins the samples out.
 MODES = {"line-rate": {"watch_every": 10, "watch_budget": 1.0, "watch_queue": 100_000},
-         "saturated": {"watch_every": 10, "watch_budget": 0.05, "watch_queue": 4}}
+         "saturated": {"watch_every": 10, "watch_budget": DEFAULT_BUDGET, "watch_queue": 4}}
 # change -> the kind of alarm it should raise
 EXPECTED = {"belt": "scene", "lamp": "scene", "fixture": "scene", "camera": "aoi", "defect_rate": "score",
             "dirt": "scene"}

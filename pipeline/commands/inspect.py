@@ -32,9 +32,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                           "and on sampled frames the segmenter's AOI and what lies outside it); alarms are "
                           "`drift` records in the log and a line on stderr")
     ins.add_argument("--watch-every", type=int, default=10, help="offer every Nth frame to the watch's segmenter")
-    ins.add_argument("--watch-budget", type=float, default=0.05,
+    ins.add_argument("--watch-budget", type=float, default=None,
                      help="most of the wall time the watch may take, every-frame statistics and sampled "
-                          "segmenter together (a sample is skipped beyond it)")
+                          "segmenter together (a sample is skipped beyond it; default 2.5 %%: half the 5 %% "
+                          "throughput loss a saturated CPU may give the watch, docs/results.md 12.6)")
     ins.add_argument("--watch-alpha", type=float, default=0.01,
                      help="false alarms allowed per 10,000 in-distribution frames (Bonferroni over every test)")
     ins.add_argument("--watch-report", metavar="FOLDER",
@@ -57,7 +58,8 @@ def run(a: argparse.Namespace) -> int:
     elif a.watch_report:
         raise CeodError("--watch-report needs --watch SEGMENTER.onnx")
     inspector = Inspector(a.model, a.provider, a.threshold, a.segmenter, watch=a.watch, watch_every=a.watch_every,
-                          watch_budget=a.watch_budget, watch_alpha=a.watch_alpha)
+                          watch_alpha=a.watch_alpha,
+                          **({} if a.watch_budget is None else {"watch_budget": a.watch_budget}))
     used = inspector.model.providers
     why = f" ({'; '.join(inspector.model.provider_notes)})" if inspector.model.provider_notes else ""
     print(f"ceod inspect: {a.model} on {used[0]}{why}; threshold {inspector.threshold:.4f}, batch {a.batch}",
