@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from ceod.contracts.config import ConfigError, apply_overrides, check_choice, flatten, read_packaged
+from ceod.contracts.config import ConfigError, apply_overrides, check_choice, flatten, from_dict, read_packaged
 from ceod.contracts.schema import DataConfig, TrainConfig
 from ceod.training.weights import PACKAGED, PACKAGED_MEAN, PACKAGED_STD
 
@@ -116,6 +116,16 @@ class ClassifierConfig(DataConfig):
     augment: list[dict[str, Any]] = field(default_factory=list)
     classes: list[str] = field(default_factory=list)  # [] = from the training labels (ok/def by default)
 
+    def aoi_readers(self) -> list[str]:
+        """What in this config learns from the AOI masks: an AOI term (CEOD or RRR), the consistency
+        term's counterfactual views, BackgroundSwap. Empty: the masks are not read (plain CE)."""
+        from ceod.training.transforms import BACKGROUND_SWAP
+        return [name for name, on in (
+            (f"the {self.loss.kind} term", self.loss.kind != "ce"),
+            ("the consistency term", self.loss.consistency_weight > 0),
+            ("BackgroundSwap", any(isinstance(a, dict) and a.get("name") == BACKGROUND_SWAP for a in self.augment)))
+            if on]
+
     def validate(self) -> None:
         super().validate()
         if self.loss.gradcam == "fast" and self.model.head == "mlp":
@@ -169,12 +179,8 @@ def variant_overrides(name: str) -> dict[str, Any]:
 
 
 def uses_aoi(config: dict[str, Any]) -> bool:
-    """Whether a resolved classifier config learns from the AOI masks: an AOI term (CEOD or RRR),
-    the consistency term's counterfactual views, or BackgroundSwap."""
-    from ceod.training.transforms import BACKGROUND_SWAP
-    loss = config.get("loss") or {}
-    return (loss.get("kind", "ceod") != "ce" or float(loss.get("consistency_weight") or 0) > 0
-            or any(isinstance(a, dict) and a.get("name") == BACKGROUND_SWAP for a in config.get("augment") or []))
+    """Whether a resolved classifier config (a dict, as `resolve` makes) learns from the AOI masks."""
+    return bool(from_dict(ClassifierConfig, config).aoi_readers())
 
 
 def resolve(base: dict[str, Any], overrides: dict[str, Any], keep_background_swap: bool = False

@@ -63,12 +63,12 @@ def classifier_stage(cfg: ClassifierConfig, data: str | Path, seed: int, ctx: Di
                               f"need the ok/def classes; this data has {list(classes)}: use target label, "
                               "predicted or all, and apply_to all")
         missing = int((~train.has_aoi).sum())
-        terms = [t for t, on in ((f"the {cfg.loss.kind} term", cfg.loss.kind != "ce"),
-                                 ("the consistency term", cfg.loss.consistency_weight > 0)) if on]
+        terms = cfg.aoi_readers()
         if missing and mask_source is None and terms and ctx.is_main:
             first = next(s for s, has in zip(train.samples, train.has_aoi) if not has)
             log.warning("%d of %d training rows have no AOI mask and no --masks source (first: manifest row %d, %s): "
-                        "%s treat(s) them as all-AOI, no constraint. Pass --masks SEGMENTER_RUN to fill them.",
+                        "%s read(s) them as all-AOI: no constraint, nothing outside to swap or replace. "
+                        "Pass --masks SEGMENTER_RUN to fill them.",
                         missing, len(train), first.row, first.image.name, " and ".join(terms))
 
     def build(train: LoadedSplit, val: LoadedSplit, loader, fp: str) -> StageParts:

@@ -207,6 +207,21 @@ def test_resolving_a_variant_leaves_the_base_config_alone():
     assert [a["name"] for a in swap["augment"]] == ["HorizontalFlip", "BackgroundSwap"] and len(base["augment"]) == 1
 
 
+def test_one_answer_to_which_terms_read_the_aoi_masks():
+    """The demo's check and training's missing-mask warning ask the same function; BackgroundSwap
+    alone reads the masks too (a row without one is never swapped)."""
+    from ceod.classifier.config import ClassifierConfig, resolve, uses_aoi, variant_overrides
+    from ceod.contracts.config import from_dict, load_config, to_dict
+    base = to_dict(load_config(ClassifierConfig, None, "classifier.yaml"))
+    readers = {name: from_dict(ClassifierConfig, resolve(base, variant_overrides(name), name == "default")).aoi_readers()
+               for name in ("ce", "ce-bgswap", "ce-cf", "rrr", "default")}
+    assert readers["ce"] == [] and readers["ce-bgswap"] == ["BackgroundSwap"]
+    assert readers["ce-cf"] == ["the consistency term"] and readers["rrr"] == ["the rrr term"]
+    assert readers["default"][0] == "the ceod term"
+    for name, found in readers.items():
+        assert uses_aoi(resolve(base, variant_overrides(name), name == "default")) == bool(found), name
+
+
 def test_derived_datasets_keep_the_rendered_backgrounds(tiny_segmenter_run, tiny_dataset, tmp_path):
     from ceod.segmenter.predict import predict_dataset
     predict_dataset(tiny_segmenter_run, tiny_dataset, tmp_path / "pred")

@@ -263,7 +263,7 @@ def test_counterfactual_view_changes_the_outside_only_and_training_logs_the_term
                                     "loss.consistency_images": 4})
     with caplog.at_level("WARNING"):
         summary = train_classifier(cfg, data_dir, tmp_path / "run", seed=0, progress=False)
-    assert any(r.message.startswith("2 of ") and "the consistency term treat(s) them as all-AOI" in r.message
+    assert any(r.message.startswith("2 of ") and "the consistency term read(s) them as all-AOI" in r.message
                for r in caplog.records)
     history = json.loads((tmp_path / "run" / "history.json").read_text())
     assert history[0]["train_consistency"] >= 0 and "consistency(w=1" in summary["loss"]
