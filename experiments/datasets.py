@@ -36,17 +36,19 @@ class DatasetSpec:
         return f"fold{seed}"
 
 
-def make_folds(source: Path, out: Path, k: int = 3, seed: int = 0) -> Path:
+def make_folds(source: Path, out: Path, k: int = 3, seed: int = 0, within: str | None = None) -> Path:
     """A derived dataset (manifest only; images reached through OUT/source) with every column of
     the source plus fold0..fold{k-1} = train | test: every family (`group`) in one test fold,
-    label mix kept per fold (sklearn's StratifiedGroupKFold). Rows whose AOI was flagged are left out."""
+    label mix kept per fold (sklearn's StratifiedGroupKFold). Rows whose AOI was flagged are left out.
+    `within`: only the source's rows whose column of that name says `train` (the inner folds of
+    an outer fold's training families, for cross-fitted scores)."""
     from sklearn.model_selection import StratifiedGroupKFold
 
     from ceod.data.manifest import derive_dataset, read_rows
 
     if (out / "manifest.csv").is_file():
         return out
-    rows = [r for r in read_rows(source) if r.get("aoi_status", "ok") == "ok"]
+    rows = [r for r in read_rows(source) if r.get("aoi_status", "ok") == "ok" and (within is None or r[within] == "train")]
     if not rows or "group" not in rows[0]:
         raise CeodError(f"{source}/manifest.csv needs a 'group' column (one id per family of near-copies) "
                         "for grouped cross-validation")

@@ -128,6 +128,47 @@ def analyse(records: list[dict]) -> dict:
     return {"chosen_rule": chosen, "choice_on_validation": choice_table, "runs": runs}
 
 
+def cross_fitted(records: list[dict], xfit: list[dict]) -> list[dict]:
+    """Results 13.4: every rule fitted on a fold's pooled out-of-fold scores (every training family)
+    and on its validation carve, both read on the outer model's test fold."""
+    outer = {(r["variant"], r["fold"]): r for r in records}
+    rows = []
+    for x in sorted(xfit, key=lambda r: (r["variant"], r["fold"])):
+        r = outer.get((x["variant"], x["fold"]))
+        if r is None:
+            raise SystemExit(f"out-of-fold scores of {x['variant']} fold {x['fold']} but no outer run's scores")
+        tp, tlo, ty, _ = _arrays(r["splits"]["test"])
+        op, olo, oy, ofam = _arrays(x["splits"]["oof"])
+        vp, vlo, vy, vfam = _arrays(r["splits"]["val"])
+        rules = {}
+        for name, rule in RULES.items():
+            rules[name] = {fitted_on: {"threshold": t, **operating_point(tp, ty, t)}
+                           for fitted_on, t in (("carve", rule(vp, vlo, vy, vfam)), ("oof", rule(op, olo, oy, ofam)))}
+        rows.append({"variant": x["variant"], "fold": x["fold"], "inner_train_seconds": x.get("inner_train_seconds"),
+                     "oof_parts": {"ok": int((oy == 0).sum()), "def": int((oy == 1).sum())},
+                     "oof_families": {"ok": int(len(set(ofam[oy == 0]))), "def": int(len(set(ofam[oy == 1])))},
+                     "carve_families": {"ok": int(len(set(vfam[vy == 0]))), "def": int(len(set(vfam[vy == 1])))},
+                     "test_best_balanced_accuracy": float(np.nanmax(threshold_sweep(tlo, ty)["balanced_accuracy"])),
+                     "rules": rules})
+    return rows
+
+
+def _cross_fitted_markdown(rows: list[dict]) -> list[str]:
+    L = ["", "## Thresholds fitted on out-of-fold scores of every training family (results 13.4)", "",
+         "Each rule fitted on the validation carve (as above) and on the pooled out-of-fold scores of 3 inner "
+         "runs, both read on the outer model's test fold: balanced accuracy (escape rate, false-reject rate).", "",
+         "| variant | fold | families ok/def: carve, out-of-fold | best on test | inner runs (s) | rule | carve | "
+         "out-of-fold |", "|---|---|---|---|---|---|---|---|"]
+    for row in rows:
+        for name, fits in row["rules"].items():
+            cells = [f"{f['balanced_accuracy']:.3f} ({f['escape_rate']:.3f}, {f['false_reject_rate']:.3f}; "
+                     f"t {f['threshold']:.4g})" for f in (fits["carve"], fits["oof"])]
+            L.append(f"| {row['variant']} | {row['fold']} | {row['carve_families']['ok']}/{row['carve_families']['def']}, "
+                     f"{row['oof_families']['ok']}/{row['oof_families']['def']} | {row['test_best_balanced_accuracy']:.3f} | "
+                     f"{', '.join(f'{s:.0f}' for s in row['inner_train_seconds'] or [])} | {name} | " + " | ".join(cells) + " |")
+    return L
+
+
 def _markdown(result: dict) -> str:
     chosen = result["chosen_rule"]
     L = ["# Operating points on casting's grouped folds (issue 28)", "",
@@ -169,14 +210,18 @@ def _markdown(result: dict) -> str:
         gaps = [d["best_on_rest"] - d["balanced_accuracy"] for d in run["calibrate"]]
         L.append(f"| {run['variant']} | {run['fold']} | {np.mean(b):.3f}, {np.min(b):.3f} | "
                  f"{run['calibrate'][0]['best_on_rest']:.3f} | {max(gaps):.3f} |")
+    if result.get("cross_fitted"):
+        L += _cross_fitted_markdown(result["cross_fitted"])
     return "\n".join(L) + "\n"
 
 
-def write_tables(score_files: list[Path], out: Path) -> dict:
+def write_tables(score_files: list[Path], out: Path, cross_fitted_files: list[Path] = ()) -> dict:
     records = [json.loads(Path(f).read_text()) for f in score_files]
     if not records:
         raise SystemExit("no score files: run the training step first")
     result = analyse(records)
+    if cross_fitted_files:
+        result["cross_fitted"] = cross_fitted(records, [json.loads(Path(f).read_text()) for f in cross_fitted_files])
     out.mkdir(parents=True, exist_ok=True)
     from ceod.contracts.metrics import strict_json
     (out / "results.json").write_text(json.dumps(strict_json(result), indent=1))

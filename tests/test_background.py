@@ -127,6 +127,13 @@ def test_grouped_folds_keep_every_family_in_one_test_fold(tmp_path):
     for f in range(3):
         test = [r for r in folds if r[f"fold{f}"] == "test"]
         assert {r["label"] for r in test} == {"ok", "def"}
+    # cross-fitting (results 13.4): inner folds of fold 0's training families only, grouped the same way
+    inner = list(csv.DictReader((make_folds(out, tmp_path / "inner", k=2, within="fold0") / "manifest.csv").open()))
+    assert sorted(r["image"] for r in inner) == sorted("source/" + r["image"] for r in folds if r["fold0"] == "train")
+    assert all((tmp_path / "inner" / r["image"]).resolve() == (source / r["image"][len("source/source/"):]).resolve()
+               for r in inner)  # through the inner folds' link to the outer folds, and theirs to the source
+    for family in {r["group"] for r in inner}:
+        assert len({r["fold0"] for r in inner if r["group"] == family}) == 1
 
 
 def test_weight_average_is_the_mean_and_recomputes_batchnorm():

@@ -48,6 +48,36 @@ def test_the_quantile_rule_sits_between_the_clouds_and_a_few_odd_parts_barely_mo
     assert calibrate_threshold(scores[:300], labels[:300], "quantile") == 0.5  # one class: no midpoint
 
 
+
+def test_thresholds_from_out_of_fold_scores_are_read_on_the_outer_models_test_fold():
+    """Results 13.4's table: each rule fitted on the carve and on the pooled out-of-fold scores,
+    both applied to the same test scores; a carve of one odd good family pulls its threshold up
+    and lets defects escape that the out-of-fold fit, from many families, keeps."""
+    from ceod.experiments.operating import RULES, cross_fitted
+
+    def split(log_odds, labels, families):
+        log_odds = np.asarray(log_odds, float)
+        return {"p_def": (1 / (1 + np.exp(-log_odds))).tolist(), "log_odds": log_odds.tolist(),
+                "label": list(labels), "family": list(families)}
+
+    rng = np.random.default_rng(0)
+    ok_fam = [f"ok{i % 10}" for i in range(200)]
+    def_fam = [f"def{i % 20}" for i in range(200)]
+    test = split(np.r_[rng.normal(-4, 1, 200), rng.normal(3, 1, 200)], [0] * 200 + [1] * 200, ok_fam + def_fam)
+    oof = split(np.r_[rng.normal(-4, 1, 200), rng.normal(3, 1, 200)], [0] * 200 + [1] * 200, ok_fam + def_fam)
+    carve = split(np.r_[rng.normal(2, 0.5, 40), rng.normal(6, 1, 40)], [0] * 40 + [1] * 40,
+                  ["odd"] * 40 + def_fam[:40])  # one good family the model scores near the defects
+    [row] = cross_fitted([{"variant": "ce", "fold": 0, "splits": {"val": carve, "test": test}}],
+                         [{"variant": "ce", "fold": 0, "inner_train_seconds": [1.0, 2.0, 3.0], "splits": {"oof": oof}}])
+    fits = row["rules"]["quantile-midpoint"]
+    lo = np.asarray(oof["log_odds"])
+    assert fits["oof"]["threshold"] == pytest.approx(RULES["quantile-midpoint"](
+        np.asarray(oof["p_def"]), lo, np.asarray(oof["label"]), None))
+    assert fits["carve"]["escape_rate"] > 0.5 > 0.05 > fits["oof"]["escape_rate"]
+    assert row["oof_families"] == {"ok": 10, "def": 20} and row["carve_families"] == {"ok": 1, "def": 20}
+    with pytest.raises(SystemExit, match="no outer run"):
+        cross_fitted([], [{"variant": "ce", "fold": 1, "splits": {"oof": oof}}])
+
 def test_operating_points_say_n_a_with_the_count_where_too_few_defects_resolve_a_rate():
     rng = np.random.default_rng(1)
     labels = np.r_[np.zeros(300), np.ones(150)].astype(int)

@@ -4,11 +4,16 @@ Step 1 (torch, resumable): for each variant and casting grouped fold, the run of
 (`casting-cv` preset: the packaged defaults at 192 px, 3 epochs) is trained or reused, and the
 kept model's P(def) and log-odds are written for its own validation carve and its test fold, with
 each row's family: OUT/scores/VARIANT-foldK.json.
+Step 1b (torch, resumable, `--cross-fit`; results 13.4): for each variant and outer fold, the
+fold's training families split into 3 family-disjoint inner folds, the same recipe trained on two
+and scoring the third: one out-of-fold score per training row, OUT/scores-xfit/VARIANT-foldK.json.
 Step 2 (numpy only, `--analyse`): every threshold rule, fitted on the validation scores only, read
 on the test fold; and `ceod calibrate`'s rule fitted on 50 labelled test parts (25 per class,
 5 seeded draws) and read on the rest of that fold.
 
     python experiments/scripts/operating_points.py --casting ../shared/data/casting --out runs/op
+    python experiments/scripts/operating_points.py --casting ../shared/data/casting --out runs/op \
+        --cross-fit --variants ce --folds 0
     python experiments/scripts/operating_points.py --out runs/op --analyse docs/experiments/operating-point
 """
 
@@ -21,12 +26,33 @@ from pathlib import Path
 import numpy as np
 
 
-def dump_scores(casting: Path, out: Path, variants: list[str], folds: list[int]) -> None:
+def _scores(run: Path, spec, fold: int, splits: tuple[str, ...]) -> tuple[dict, dict[str, dict]]:
+    """A finished run's P(def), log-odds, label and family on its validation carve ("val") and/or
+    its test split ("test")."""
     from ceod.classifier.inference import load_classifier, predict
     from ceod.contracts.model import class_names
     from ceod.data.loading import load_split
     from ceod.data.manifest import read_manifest
     from ceod.data.splits import train_val
+
+    model, cfg, meta = load_classifier(run)
+    manifest = read_manifest(spec.data, spec.split_column_for(fold), classes=class_names(meta))
+    rows_of = {"test": lambda: manifest.split("test"),
+               "val": lambda: train_val(manifest, cfg.train_split, cfg.val_split, cfg.val_fraction, None, fold,
+                                        cfg.max_val_images)[1]}
+    out = {}
+    for name in splits:
+        rows = rows_of[name]()
+        data = load_split(rows, cfg.input_size, root=spec.data, classes=manifest.classes)
+        log_probs, _ = predict(model, data.images, cfg.mean, cfg.std, log=True)
+        out[name] = {"p_def": np.exp(log_probs[:, 1]).tolist(),
+                     "log_odds": (log_probs[:, 1] - log_probs[:, 0]).tolist(),
+                     "label": [int(v) for v in data.labels],
+                     "family": [r.extra.get("group") or str(r.image) for r in rows]}
+    return meta, out
+
+
+def dump_scores(casting: Path, out: Path, variants: list[str], folds: list[int]) -> None:
     from ceod.experiments.datasets import make_folds, presets
     from ceod.experiments.runner import run_one
 
@@ -39,23 +65,39 @@ def dump_scores(casting: Path, out: Path, variants: list[str], folds: list[int])
             if path.is_file():
                 continue
             result = run_one(spec, variant, fold, out, None)
-            run = out / spec.name / f"{variant}-seed{fold}"
-            model, cfg, meta = load_classifier(run)
-            manifest = read_manifest(spec.data, spec.split_column_for(fold), classes=class_names(meta))
-            _, val_rows = train_val(manifest, cfg.train_split, cfg.val_split, cfg.val_fraction, None, fold,
-                                    cfg.max_val_images)
-            record = {"variant": variant, "fold": fold, "shipped_threshold": meta["threshold"],
-                      "train_seconds": result["train_seconds"], "splits": {}}
-            for name, rows in (("val", val_rows), ("test", manifest.split("test"))):
-                data = load_split(rows, cfg.input_size, root=spec.data, classes=manifest.classes)
-                log_probs, _ = predict(model, data.images, cfg.mean, cfg.std, log=True)
-                record["splits"][name] = {
-                    "p_def": np.exp(log_probs[:, 1]).tolist(),
-                    "log_odds": (log_probs[:, 1] - log_probs[:, 0]).tolist(),
-                    "label": [int(v) for v in data.labels],
-                    "family": [r.extra.get("group") or str(r.image) for r in rows]}
-            path.write_text(json.dumps(record))
+            meta, splits = _scores(out / spec.name / f"{variant}-seed{fold}", spec, fold, ("val", "test"))
+            path.write_text(json.dumps({"variant": variant, "fold": fold, "shipped_threshold": meta["threshold"],
+                                        "train_seconds": result["train_seconds"], "splits": splits}))
             print(f"[operating points] {variant} fold {fold}: scores written", flush=True)
+
+
+def dump_cross_fitted(casting: Path, out: Path, variants: list[str], folds: list[int], k: int = 3) -> None:
+    """Results 13.4: out-of-fold scores of every training row of each outer fold, from k inner runs
+    of the same recipe on family-disjoint parts of that fold's training families."""
+    from dataclasses import replace
+
+    from ceod.experiments.datasets import make_folds, presets
+    from ceod.experiments.runner import run_one
+
+    outer = presets(out, casting)["casting-cv"]
+    make_folds(casting, outer.data, outer.folds)
+    (out / "scores-xfit").mkdir(parents=True, exist_ok=True)
+    for fold in folds:
+        inner = replace(outer, name=f"{outer.name}-xfit{fold}", data=out / "data" / f"casting-xfit{fold}", folds=k,
+                        audit_max=200)  # the inner runs are for their scores; a small audit keeps them cheap
+        make_folds(outer.data, inner.data, k, seed=0, within=outer.split_column_for(fold))
+        for variant in variants:
+            path = out / "scores-xfit" / f"{variant}-fold{fold}.json"
+            if path.is_file():
+                continue
+            parts, seconds = [], []
+            for part in range(k):
+                seconds.append(run_one(inner, variant, part, out, None)["train_seconds"])
+                parts.append(_scores(out / inner.name / f"{variant}-seed{part}", inner, part, ("test",))[1]["test"])
+            oof = {key: [v for p in parts for v in p[key]] for key in parts[0]}
+            path.write_text(json.dumps({"variant": variant, "fold": fold, "inner_folds": k,
+                                        "inner_train_seconds": seconds, "splits": {"oof": oof}}))
+            print(f"[operating points] {variant} fold {fold}: out-of-fold scores written", flush=True)
 
 
 def main() -> None:
@@ -64,15 +106,20 @@ def main() -> None:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--variants", default="ce,default")
     ap.add_argument("--folds", default="0,1,2")
-    ap.add_argument("--analyse", type=Path, metavar="DIR", help="write the tables from OUT/scores into DIR")
+    ap.add_argument("--cross-fit", action="store_true", help="results 13.4: out-of-fold scores of every training "
+                    "row from 3 inner runs per fold (OUT/scores-xfit)")
+    ap.add_argument("--analyse", type=Path, metavar="DIR", help="write the tables from OUT/scores into DIR "
+                    "(and, where OUT/scores-xfit has them, the thresholds fitted on out-of-fold scores)")
     a = ap.parse_args()
     if a.analyse:
         from ceod.experiments.operating import write_tables
-        write_tables(sorted((a.out / "scores").glob("*.json")), a.analyse)
+        write_tables(sorted((a.out / "scores").glob("*.json")), a.analyse,
+                     sorted((a.out / "scores-xfit").glob("*.json")))
         return
     if a.casting is None:
         ap.error("--casting PATH is needed to train and score")
-    dump_scores(a.casting, a.out, a.variants.split(","), [int(f) for f in a.folds.split(",")])
+    dump = dump_cross_fitted if a.cross_fit else dump_scores
+    dump(a.casting, a.out, a.variants.split(","), [int(f) for f in a.folds.split(",")])
 
 
 if __name__ == "__main__":
