@@ -48,6 +48,8 @@ def loss_schedule(loss: dict[str, Any] | None, epochs: int | None = None) -> str
         return (f"switched on once the running training cross-entropy fell below {loss['gate_ce']} "
                 f"(or at {loss['gate_deadline']:.0%} of the run), then ramped in over {loss['ramp_steps']} steps")
     from ceod.classifier.loss import warmup_share
+    if loss["warmup_epochs"] == 0:
+        return "at full weight from the first epoch"
     full = loss["warmup_epochs"] + 1  # counted from 1: the first epoch at full weight
     if epochs is not None and warmup_share(epochs - 1, loss["warmup_epochs"]) < 1:
         return f"on from the first epoch, ramped in linearly and at {epochs}/{full} of its weight in the last epoch"

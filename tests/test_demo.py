@@ -90,6 +90,7 @@ def test_the_report_says_when_a_run_ended_before_the_term_reached_full_weight():
     loss = {"gate": "none", "warmup_epochs": 3}
     assert loss_schedule(loss, 6).endswith("full weight at epoch 4")
     assert loss_schedule(loss, 3).endswith("at 3/4 of its weight in the last epoch")
+    assert loss_schedule({**loss, "warmup_epochs": 0}, 3) == "at full weight from the first epoch"  # no ramp
     assert "switched on once" in loss_schedule({"gate": "ce", "gate_ce": 0.3, "gate_deadline": 0.5, "ramp_steps": 50})
 
 
