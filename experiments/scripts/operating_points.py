@@ -71,9 +71,11 @@ def dump_scores(casting: Path, out: Path, variants: list[str], folds: list[int])
             print(f"[operating points] {variant} fold {fold}: scores written", flush=True)
 
 
-def dump_cross_fitted(casting: Path, out: Path, variants: list[str], folds: list[int], k: int = 3) -> None:
+def dump_cross_fitted(casting: Path, out: Path, variants: list[str], folds: list[int], k: int = 3,
+                      order: list[int] | None = None) -> None:
     """Results 13.4: out-of-fold scores of every training row of each outer fold, from k inner runs
-    of the same recipe on family-disjoint parts of that fold's training families."""
+    of the same recipe on family-disjoint parts of that fold's training families. `order`: the
+    inner runs in the order this process trains them (two processes, two orders: both train)."""
     from dataclasses import replace
 
     from ceod.experiments.datasets import make_folds, presets
@@ -90,10 +92,10 @@ def dump_cross_fitted(casting: Path, out: Path, variants: list[str], folds: list
             path = out / "scores-xfit" / f"{variant}-fold{fold}.json"
             if path.is_file():
                 continue
-            parts, seconds = [], []
-            for part in range(k):
-                seconds.append(run_one(inner, variant, part, out, None)["train_seconds"])
-                parts.append(_scores(out / inner.name / f"{variant}-seed{part}", inner, part, ("test",))[1]["test"])
+            results = {part: run_one(inner, variant, part, out, None) for part in order or range(k)}
+            seconds = [results[part]["train_seconds"] for part in range(k)]
+            parts = [_scores(out / inner.name / f"{variant}-seed{part}", inner, part, ("test",))[1]["test"]
+                     for part in range(k)]
             oof = {key: [v for p in parts for v in p[key]] for key in parts[0]}
             path.write_text(json.dumps({"variant": variant, "fold": fold, "inner_folds": k,
                                         "inner_train_seconds": seconds, "splits": {"oof": oof}}))
@@ -108,6 +110,8 @@ def main() -> None:
     ap.add_argument("--folds", default="0,1,2")
     ap.add_argument("--cross-fit", action="store_true", help="results 13.4: out-of-fold scores of every training "
                     "row from 3 inner runs per fold (OUT/scores-xfit)")
+    ap.add_argument("--inner-order", default="0,1,2", help="with --cross-fit: the order this process trains the "
+                    "inner runs in (a second process with another order shares the work)")
     ap.add_argument("--analyse", type=Path, metavar="DIR", help="write the tables from OUT/scores into DIR "
                     "(and, where OUT/scores-xfit has them, the thresholds fitted on out-of-fold scores)")
     a = ap.parse_args()
@@ -118,8 +122,11 @@ def main() -> None:
         return
     if a.casting is None:
         ap.error("--casting PATH is needed to train and score")
-    dump = dump_cross_fitted if a.cross_fit else dump_scores
-    dump(a.casting, a.out, a.variants.split(","), [int(f) for f in a.folds.split(",")])
+    variants, folds = a.variants.split(","), [int(f) for f in a.folds.split(",")]
+    if a.cross_fit:
+        dump_cross_fitted(a.casting, a.out, variants, folds, order=[int(p) for p in a.inner_order.split(",")])
+    else:
+        dump_scores(a.casting, a.out, variants, folds)
 
 
 if __name__ == "__main__":
