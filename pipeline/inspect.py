@@ -25,7 +25,6 @@ from ceod.contracts.metrics import percentiles_ms
 from ceod.export.runtime import OnnxModel, classify
 from ceod.pipeline.records import LogWriteError, RecordLog
 from ceod.pipeline.sources import Item, check_source, decode_item, iter_source
-from ceod.pipeline.watch import DEFAULT_BUDGET
 
 __all__ = ["EmptySourceError", "Inspector", "RecordLog", "Summary", "check_source", "format_summary"]
 
@@ -166,7 +165,7 @@ class Inspector:
 
     def __init__(self, model: str | Path, provider: str = "auto", threshold: float | None = None,
                  segmenter: str | Path | None = None, threads: int = 0, watch: str | Path | None = None,
-                 watch_every: int = 10, watch_budget: float = DEFAULT_BUDGET, watch_alpha: float = 0.01,
+                 watch_every: int = 10, watch_budget: float | None = None, watch_alpha: float = 0.01,
                  watch_queue: int = 4) -> None:
         self.model = OnnxModel(model, provider, threads)
         if self.model.info.kind != "classifier":

@@ -50,10 +50,11 @@ class WatchSetup:
     queue_size: int = 4
 
 
-def prepare_watch(model: OnnxModel, segmenter: str | Path, provider: str, every: int, budget: float,
+def prepare_watch(model: OnnxModel, segmenter: str | Path, provider: str, every: int, budget: float | None,
                   alpha: float, queue_size: int = 4) -> WatchSetup:
     """Check the watch's settings, read the model's profile and load the segmenter: everything that
-    can refuse the watch does so before the first frame."""
+    can refuse the watch does so before the first frame. `budget` None: the default."""
+    budget = DEFAULT_BUDGET if budget is None else budget
     if every < 1:
         raise CeodError(f"--watch-every {every}: sample every N >= 1 frames")
     if not (0 < budget <= 1 or budget == float("inf")):  # inf: no budget (the offline replay)

@@ -58,8 +58,7 @@ def run(a: argparse.Namespace) -> int:
     elif a.watch_report:
         raise CeodError("--watch-report needs --watch SEGMENTER.onnx")
     inspector = Inspector(a.model, a.provider, a.threshold, a.segmenter, watch=a.watch, watch_every=a.watch_every,
-                          watch_alpha=a.watch_alpha,
-                          **({} if a.watch_budget is None else {"watch_budget": a.watch_budget}))
+                          watch_budget=a.watch_budget, watch_alpha=a.watch_alpha)
     used = inspector.model.providers
     why = f" ({'; '.join(inspector.model.provider_notes)})" if inspector.model.provider_notes else ""
     print(f"ceod inspect: {a.model} on {used[0]}{why}; threshold {inspector.threshold:.4f}, batch {a.batch}",
