@@ -55,6 +55,15 @@ def _arrays(split: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray
             np.asarray(split["family"]).astype(str))
 
 
+def _best_balanced_accuracy(log_odds: np.ndarray, labels: np.ndarray) -> float:
+    """Balanced accuracy at the best threshold on these very scores (the ceiling a rule is read against)."""
+    return float(np.nanmax(threshold_sweep(log_odds, labels)["balanced_accuracy"]))
+
+
+def _families(families: np.ndarray, labels: np.ndarray) -> dict[str, int]:
+    return {"ok": len(set(families[labels == 0])), "def": len(set(families[labels == 1]))}
+
+
 def held_out_choice_scores(val: dict, halvings: int = 50, seed: int = 0) -> dict[str, dict[str, float]]:
     """Each rule fitted on half of each class's validation families, read on the other half."""
     p, lo, y, fam = _arrays(val)
@@ -101,7 +110,7 @@ def calibrate_draws(test: dict, per_class: int = 25, draws: int = 5, mode: str =
         rest[picked] = False
         t = calibrate_threshold(p[picked], y[picked], mode)
         point = operating_point(p[rest], y[rest], t)
-        best = float(np.nanmax(threshold_sweep(lo[rest], y[rest])["balanced_accuracy"]))
+        best = _best_balanced_accuracy(lo[rest], y[rest])
         out.append({"draw": draw, "threshold": t, "balanced_accuracy": point["balanced_accuracy"],
                     "best_on_rest": best, "escape_rate": point["escape_rate"],
                     "false_reject_rate": point["false_reject_rate"]})
@@ -114,7 +123,7 @@ def analyse(records: list[dict]) -> dict:
     for r in sorted(records, key=lambda r: (r["variant"], r["fold"])):
         vp, vlo, vy, vfam = _arrays(r["splits"]["val"])
         tp, tlo, ty, tfam = _arrays(r["splits"]["test"])
-        best = float(np.nanmax(threshold_sweep(tlo, ty)["balanced_accuracy"]))
+        best = _best_balanced_accuracy(tlo, ty)
         rules = {}
         for name, rule in RULES.items():
             t = rule(vp, vlo, vy, vfam)
@@ -122,7 +131,7 @@ def analyse(records: list[dict]) -> dict:
         shipped = operating_points(tp, ty, rules[chosen]["threshold"], tfam)
         runs.append({"variant": r["variant"], "fold": r["fold"], "train_seconds": r.get("train_seconds"),
                      "val_parts": {"ok": int((vy == 0).sum()), "def": int((vy == 1).sum())},
-                     "val_families": {"ok": int(len(set(vfam[vy == 0]))), "def": int(len(set(vfam[vy == 1])))},
+                     "val_families": _families(vfam, vy),
                      "test_best_balanced_accuracy": best, "rules": rules, "chosen_operating_point": shipped,
                      "calibrate": calibrate_draws(r["splits"]["test"])})
     return {"chosen_rule": chosen, "choice_on_validation": choice_table, "runs": runs}
@@ -146,9 +155,8 @@ def cross_fitted(records: list[dict], xfit: list[dict]) -> list[dict]:
                            for fitted_on, t in (("carve", rule(vp, vlo, vy, vfam)), ("oof", rule(op, olo, oy, ofam)))}
         rows.append({"variant": x["variant"], "fold": x["fold"], "inner_train_seconds": x.get("inner_train_seconds"),
                      "oof_parts": {"ok": int((oy == 0).sum()), "def": int((oy == 1).sum())},
-                     "oof_families": {"ok": int(len(set(ofam[oy == 0]))), "def": int(len(set(ofam[oy == 1])))},
-                     "carve_families": {"ok": int(len(set(vfam[vy == 0]))), "def": int(len(set(vfam[vy == 1])))},
-                     "test_best_balanced_accuracy": float(np.nanmax(threshold_sweep(tlo, ty)["balanced_accuracy"])),
+                     "oof_families": _families(ofam, oy), "carve_families": _families(vfam, vy),
+                     "test_best_balanced_accuracy": _best_balanced_accuracy(tlo, ty),
                      "rules": rules})
     return rows
 
