@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from ceod.contracts.config import ConfigError, apply_overrides, check_choice, flatten, from_dict, read_packaged
 from ceod.contracts.schema import DataConfig, TrainConfig
+from ceod.training.transforms import COUNTERFACTUALS
 from ceod.training.weights import PACKAGED, PACKAGED_MEAN, PACKAGED_STD
 
 
@@ -70,11 +71,13 @@ class LossConfig:
     input_grad_weight: float = 0.0
     input_grad_images: int = 4
     # counterfactual consistency: a second view of the first consistency_images images of each
-    # batch with the outside of the AOI replaced (another training image's background, its grey
-    # level moved, or both), and consistency_weight * the squared difference of the two views'
-    # centred logits; ramped in with warmup_epochs. 0 = off
+    # batch with the outside of the AOI replaced (one of consistency_views: another training
+    # image's background, patches of other training images pasted, its grey level moved, or
+    # several), and consistency_weight * the squared difference of the two views' centred logits;
+    # ramped in with warmup_epochs. 0 = off
     consistency_weight: float = 0.0
     consistency_images: int = 16
+    consistency_views: list[str] = field(default_factory=lambda: list(COUNTERFACTUALS))
 
     def validate(self) -> None:
         from ceod.classifier.distances import DISTANCES, TARGETS
@@ -86,6 +89,8 @@ class LossConfig:
             raise ConfigError("config key 'loss.sampled_classes': at least 1")
         if self.consistency_weight < 0 or self.consistency_images < 1:
             raise ConfigError("config keys 'loss.consistency_weight' >= 0 (0: off), 'loss.consistency_images' >= 1")
+        from ceod.training.transforms import check_views
+        check_views(self.consistency_views)
         if self.weight < 0 or self.eps <= 0 or self.warmup_epochs < 0:
             raise ConfigError("config keys 'loss.weight' >= 0, 'loss.eps' > 0, 'loss.warmup_epochs' >= 0")
         if self.gate_ce <= 0 or self.gate_window < 1 or self.ramp_steps < 0 or not 0 <= self.gate_deadline <= 1:

@@ -20,7 +20,7 @@ from ceod.contracts.metrics import calibrate_threshold, classification_metrics, 
 from ceod.training.loop import make_optimizer
 from ceod.training.stage import Stage, StageParts, train_stage
 from ceod.training.transforms import background_swap_probability
-from ceod.classifier.config import ClassifierConfig
+from ceod.classifier.config import ClassifierConfig, LossConfig
 from ceod.classifier.inference import aoi_attention, predict
 from ceod.classifier.loss import ANOMALY_ONLY_TARGETS, CEODLoss
 from ceod.classifier.model import build_classifier
@@ -41,6 +41,8 @@ def loss_name(cfg: ClassifierConfig) -> str:
         name = f"ceod(w={loss.weight:g},target={loss.target},distance={loss.distance},apply_to={loss.apply_to})"
     if loss.consistency_weight > 0:
         name += f"+consistency(w={loss.consistency_weight:g},images={loss.consistency_images})"
+        if loss.consistency_views != LossConfig().consistency_views:
+            name += f"[views={','.join(loss.consistency_views)}]"
     return name
 
 
@@ -148,7 +150,7 @@ def classifier_stage(cfg: ClassifierConfig, data: str | Path, seed: int, ctx: Di
     return Stage(kind="classifier", cfg=cfg, build=build, check=check,
                  masks=(lambda train: mask_source(train.samples, cfg.input_size)) if mask_source else None,
                  background_swap=background_swap_probability(cfg.augment),
-                 counterfactual=cfg.loss.consistency_weight > 0)
+                 counterfactual=cfg.loss.consistency_weight > 0, views=tuple(cfg.loss.consistency_views))
 
 
 def train_classifier(cfg: ClassifierConfig, data: str | Path, out: str | Path, seed: int = 0,

@@ -269,6 +269,39 @@ def test_counterfactual_view_changes_the_outside_only_and_training_logs_the_term
     assert history[0]["train_consistency"] >= 0 and "consistency(w=1" in summary["loss"]
 
 
+def _never() -> np.ndarray:
+    raise AssertionError("the default views paste nothing, so they never ask for another image")
+
+
+def test_paste_views_bring_other_images_content_outside_the_aoi_only(tiny_dataset):
+    """A `paste` view holds pixels of other training images outside the AOI and none inside;
+    the default views never paste; a view name outside swap/paste/tone is refused by its key."""
+    from ceod.contracts.config import ConfigError
+    from ceod.data.loading import load_split
+    from ceod.data.manifest import read_manifest
+    from ceod.training.torchdata import SplitDataset
+    from ceod.training.transforms import outside_counterfactual
+    from tests.conftest import tiny_classifier_config
+    data = load_split(read_manifest(tiny_dataset).split("train")[:8], 64, root=tiny_dataset)
+    np.random.seed(0)
+    grey = np.full_like(data.images[0], 128)  # a source no training image equals: its pixels are traceable
+    for i in range(8):
+        view = outside_counterfactual(data.images[i], data.aoi[i], data.backgrounds[(i + 1) % 8],
+                                      views=("paste",), pick_image=lambda: grey)
+        inside = data.aoi[i] > 0
+        assert np.array_equal(view[inside], data.images[i][inside])
+        pasted = np.all(view == 128, axis=-1) & ~np.all(data.images[i] == 128, axis=-1)
+        assert pasted.any() and not pasted[inside].any()
+        outside_counterfactual(data.images[i], data.aoi[i], data.backgrounds[(i + 1) % 8], pick_image=_never)
+    ds = SplitDataset(data, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), None, counterfactual=True, views=("paste",))
+    x, m, _, _, view = ds[0]
+    assert torch.equal(x[:, m[0] > 0], view[:, m[0] > 0]) and not torch.equal(x, view)
+    assert tiny_classifier_config(**{"loss.consistency_views": ["swap+paste", "tone"]}).loss.consistency_views
+    for bad in (["swap", "blur"], ["swap+swap"], []):
+        with pytest.raises(ConfigError, match="'loss.consistency_views'"):
+            tiny_classifier_config(**{"loss.consistency_views": bad})
+
+
 @pytest.mark.parametrize("head", ["gap_linear", "mlp"])
 def test_two_view_forward_keeps_grad_cam_differentiable_on_every_head(head):
     model = _model(head)

@@ -19,7 +19,7 @@ from ceod.data.manifest import fingerprint
 from ceod.training.distributed import DistContext
 from ceod.training.loop import FitSpec, ensure_writable, fit, make_loader, seed_everything, write_json
 from ceod.training.torchdata import SplitDataset
-from ceod.training.transforms import build_augment
+from ceod.training.transforms import COUNTERFACTUALS, build_augment
 
 
 @dataclass(kw_only=True)
@@ -53,6 +53,7 @@ class Stage:
     masks: Callable[[LoadedSplit], np.ndarray] | None = None
     background_swap: float = 0.0  # probability of the mask-driven background swap
     counterfactual: bool = False  # batches carry a fifth item: each image with its outside replaced
+    views: tuple[str, ...] = COUNTERFACTUALS  # how the outside is replaced (outside_counterfactual)
     check: Callable[[LoadedSplit, LoadedSplit], None] = field(default=lambda train, val: None)
 
 
@@ -72,7 +73,7 @@ def train_stage(stage: Stage, data: str | Path, out: str | Path, *, seed: int = 
     augment = build_augment(cfg.augment)
     dataset = SplitDataset(train, tuple(cfg.mean), tuple(cfg.std), augment,
                            stage.masks(train) if stage.masks else None, stage.background_swap,
-                           stage.counterfactual)
+                           stage.counterfactual, stage.views)
     loader = make_loader(dataset, cfg.train.batch_size, seed, ctx)
     fp = fingerprint(train.samples)
     parts = stage.build(train, val, loader, fp)

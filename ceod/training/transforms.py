@@ -7,7 +7,7 @@ and photometric (ImageOnlyTransform) ones to the image only: that is the contrac
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -63,18 +63,60 @@ def swap_background(image: np.ndarray, aoi: np.ndarray, donor: np.ndarray, donor
 
 
 COUNTERFACTUALS = ("swap", "tone", "swap+tone")
+VIEW_PARTS = ("swap", "paste", "tone")  # the order a view's parts are applied in
 
 
-def outside_counterfactual(image: np.ndarray, aoi: np.ndarray, donor_background: np.ndarray | None) -> np.ndarray:
+def check_views(views: list[str] | tuple[str, ...], key: str = "loss.consistency_views") -> None:
+    """Each view is one of VIEW_PARTS or several joined by '+' (each at most once)."""
+    if not views:
+        raise ConfigError(f"config key '{key}': at least one view, e.g. {list(COUNTERFACTUALS)}")
+    for view in views:
+        parts = str(view).split("+")
+        if not set(parts) <= set(VIEW_PARTS) or len(set(parts)) != len(parts):
+            raise ConfigError(f"config key '{key}': {view!r} is not one of {list(VIEW_PARTS)} or several of "
+                              "them joined by '+' (e.g. 'swap+tone')")
+
+
+def paste_patches(image: np.ndarray, outside: np.ndarray, pick_image: Callable[[], np.ndarray],
+                  patches: tuple[int, int] = (2, 5)) -> np.ndarray:
+    """`patches` (low, high inclusive) rectangles cut from other training images — their parts,
+    defects and fixtures included — pasted where `outside` is True: real content the line showed,
+    in places it does not belong, which the decision must ignore. Not the audit's clutter
+    renderer (`ceod.data.clutter`), so the audit still shows objects no training view held."""
+    h, w = outside.shape
+    view = image.copy()
+    for _ in range(np.random.randint(patches[0], patches[1] + 1)):
+        source = pick_image()
+        ph, pw = max(4, int(np.random.uniform(0.15, 0.4) * h)), max(4, int(np.random.uniform(0.15, 0.4) * w))
+        sy, sx = np.random.randint(h - ph + 1), np.random.randint(w - pw + 1)
+        dy, dx = np.random.randint(h - ph + 1), np.random.randint(w - pw + 1)
+        patch = source[sy:sy + ph, sx:sx + pw]
+        if np.random.random() < 0.5:
+            patch = patch[:, ::-1]
+        region = outside[dy:dy + ph, dx:dx + pw, None]
+        view[dy:dy + ph, dx:dx + pw] = np.where(region, patch, view[dy:dy + ph, dx:dx + pw])
+    return view
+
+
+def outside_counterfactual(image: np.ndarray, aoi: np.ndarray, donor_background: np.ndarray | None,
+                           views: tuple[str, ...] | list[str] = COUNTERFACTUALS,
+                           pick_image: Callable[[], np.ndarray] | None = None) -> np.ndarray:
     """The image with only the outside of its AOI changed, for the consistency term's second
-    view: another training image's part-free background (`swap`), the outside's grey level and
-    contrast moved (`tone`: gain 0.6-1.4, offset -30..30 grey levels), or both; drawn from numpy's
-    global generator as the dataset's other draws are. Without a donor, `tone` only."""
-    kind = COUNTERFACTUALS[np.random.randint(len(COUNTERFACTUALS))] if donor_background is not None else "tone"
+    view, one of `views` at random: another training image's part-free background (`swap`),
+    patches of other training images pasted outside the AOI (`paste`, needs `pick_image`), the
+    outside's grey level and contrast moved (`tone`: gain 0.6-1.4, offset -30..30 grey levels),
+    or several joined by '+'; drawn from numpy's global generator as the dataset's other draws
+    are. Without a donor (a one-image split), `tone` only."""
+    kind = views[np.random.randint(len(views))] if donor_background is not None else "tone"
+    parts = kind.split("+")
     outside = np.asarray(aoi) == 0
-    view = np.where(outside[..., None], donor_background, image) if "swap" in kind else image
+    view = np.where(outside[..., None], donor_background, image) if "swap" in parts else image
+    if "paste" in parts:
+        if pick_image is None:
+            raise ValueError("a 'paste' view needs pick_image, the source of other training images")
+        view = paste_patches(view, outside, pick_image)
     view = view.astype(np.float32)
-    if "tone" in kind:
+    if "tone" in parts:
         gain, offset = np.random.uniform(0.6, 1.4), np.random.uniform(-30, 30)
         view[outside] = view[outside] * gain + offset
     return np.clip(np.rint(view), 0, 255).astype(np.uint8)
