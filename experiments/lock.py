@@ -8,6 +8,20 @@ import time
 from pathlib import Path
 
 
+def claimed_elsewhere(run: Path) -> bool:
+    """Whether another live process holds this run's claim (so this one can train something else first)."""
+    try:
+        owner = int((run / ".running").read_text() or 0)
+        if owner <= 0 or owner == os.getpid():
+            return False
+        os.kill(owner, 0)
+    except (ValueError, ProcessLookupError, FileNotFoundError):
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 @contextlib.contextmanager
 def claim(run: Path, result_path: Path, poll_seconds: float = 5.0):
     """Several `ceod experiment` processes may share an output folder (one per core): a run is

@@ -22,7 +22,7 @@ from ceod.contracts.model import class_names
 from ceod.data.loading import load_split
 from ceod.data.manifest import read_manifest
 from ceod.experiments.datasets import DatasetSpec, make_folds, presets
-from ceod.experiments.lock import claim
+from ceod.experiments.lock import claim, claimed_elsewhere
 from ceod.experiments.report import summarise
 from ceod.experiments.strength import choose_strength
 
@@ -160,7 +160,11 @@ def run_experiment(out: Path, datasets: list[str], variants: list[str], seeds: l
         if name.startswith("decoy-mnist") and not (spec.data / "manifest.csv").is_file():
             from ceod.data.decoy import synthesize_decoy_mnist
             synthesize_decoy_mnist(spec.data, seed=0, progress=False)
-        results = [run_one(spec, v, s, out, epochs) for s in seeds for v in variants]
+        pairs = [(s, v) for s in seeds for v in variants]
+        for s, v in pairs:  # first the runs no other process is training: processes sharing a folder do not queue
+            if not claimed_elsewhere(out / spec.name / f"{v}-seed{s}"):
+                run_one(spec, v, s, out, epochs)
+        results = [run_one(spec, v, s, out, epochs) for s, v in pairs]
         choices = {}
         for family, strengths in (sweeps or {}).items():
             reference = run_one(spec, "ce", seeds[0], out, epochs)
