@@ -29,11 +29,14 @@ class DatasetSpec:
     audit_max: int = 0
 
     def split_column_for(self, seed: int) -> str:
+        """Seed s of a k-fold preset runs fold s mod k: seeds 0..k-1 are the folds, k..2k-1 a second
+        run of each (its own validation carve and initialisation, both drawn from the seed)."""
         if not self.folds:
             return self.split_column
-        if not 0 <= seed < self.folds:
-            raise CeodError(f"{self.name} is {self.folds}-fold cross-validation: seeds are the folds 0..{self.folds - 1}")
-        return f"fold{seed}"
+        if seed < 0:
+            raise CeodError(f"{self.name} is {self.folds}-fold cross-validation: seed s runs fold s mod {self.folds}, "
+                            "so seeds are 0 or more")
+        return f"fold{seed % self.folds}"
 
 
 def make_folds(source: Path, out: Path, k: int = 3, seed: int = 0, within: str | None = None) -> Path:

@@ -14,7 +14,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     x.add_argument("--out", default="runs/experiment", help="results folder; finished runs in it are reused")
     x.add_argument("--datasets", default="synthetic",
                    help="comma-separated presets of configs/experiments.yaml: synthetic, casting (needs --casting), "
-                        "casting-cv (grouped 3-fold CV over families: --seeds are the folds 0,1,2; needs --casting), "
+                        "casting-cv (grouped 3-fold CV over families: seed s runs fold s mod 3, so 0,1,2 are the folds and "
+                        "3,4,5 a second run of each; needs --casting), "
                         "decoy-mnist, decoy-mnist-112")
     x.add_argument("--variants", default="ce,ceod-paper,ceod-outside,ceod-signed,ceod-contrast",
                    help="comma-separated VARIANT or VARIANT@STRENGTH (configs/variants.yaml)")
