@@ -87,8 +87,10 @@ def paste_patches(image: np.ndarray, outside: np.ndarray, pick_image: Callable[[
     view = image.copy()
     for _ in range(np.random.randint(patches[0], patches[1] + 1)):
         source = pick_image()
-        ph, pw = max(4, int(np.random.uniform(0.15, 0.4) * h)), max(4, int(np.random.uniform(0.15, 0.4) * w))
-        sy, sx = np.random.randint(h - ph + 1), np.random.randint(w - pw + 1)
+        sh, sw = source.shape[:2]
+        ph = min(h, sh, max(4, int(np.random.uniform(0.15, 0.4) * h)))
+        pw = min(w, sw, max(4, int(np.random.uniform(0.15, 0.4) * w)))
+        sy, sx = np.random.randint(sh - ph + 1), np.random.randint(sw - pw + 1)
         dy, dx = np.random.randint(h - ph + 1), np.random.randint(w - pw + 1)
         patch = source[sy:sy + ph, sx:sx + pw]
         if np.random.random() < 0.5:
