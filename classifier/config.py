@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from ceod.contracts.config import ConfigError, apply_overrides, check_choice, flatten, from_dict, read_packaged
 from ceod.contracts.schema import DataConfig, TrainConfig
-from ceod.training.transforms import COUNTERFACTUALS
+from ceod.training.transforms import COUNTERFACTUALS, check_views
 from ceod.training.weights import PACKAGED, PACKAGED_MEAN, PACKAGED_STD
 
 
@@ -89,7 +89,6 @@ class LossConfig:
             raise ConfigError("config key 'loss.sampled_classes': at least 1")
         if self.consistency_weight < 0 or self.consistency_images < 1:
             raise ConfigError("config keys 'loss.consistency_weight' >= 0 (0: off), 'loss.consistency_images' >= 1")
-        from ceod.training.transforms import check_views
         check_views(self.consistency_views)
         if self.weight < 0 or self.eps <= 0 or self.warmup_epochs < 0:
             raise ConfigError("config keys 'loss.weight' >= 0, 'loss.eps' > 0, 'loss.warmup_epochs' >= 0")

@@ -19,8 +19,8 @@ from ceod.training.distributed import DistContext
 from ceod.contracts.metrics import calibrate_threshold, classification_metrics, nanmean, threshold_provenance
 from ceod.training.loop import make_optimizer
 from ceod.training.stage import Stage, StageParts, train_stage
-from ceod.training.transforms import background_swap_probability
-from ceod.classifier.config import ClassifierConfig, LossConfig
+from ceod.training.transforms import COUNTERFACTUALS, background_swap_probability
+from ceod.classifier.config import ClassifierConfig
 from ceod.classifier.inference import aoi_attention, predict
 from ceod.classifier.loss import ANOMALY_ONLY_TARGETS, CEODLoss
 from ceod.classifier.model import build_classifier
@@ -41,7 +41,7 @@ def loss_name(cfg: ClassifierConfig) -> str:
         name = f"ceod(w={loss.weight:g},target={loss.target},distance={loss.distance},apply_to={loss.apply_to})"
     if loss.consistency_weight > 0:
         name += f"+consistency(w={loss.consistency_weight:g},images={loss.consistency_images})"
-        if loss.consistency_views != LossConfig().consistency_views:
+        if tuple(loss.consistency_views) != COUNTERFACTUALS:
             name += f"[views={','.join(loss.consistency_views)}]"
     return name
 

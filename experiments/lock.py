@@ -8,18 +8,23 @@ import time
 from pathlib import Path
 
 
-def claimed_elsewhere(run: Path) -> bool:
-    """Whether another live process holds this run's claim (so this one can train something else first)."""
+def _live_owner(lock: Path) -> int | None:
+    """The pid holding this claim while it lives (0 while its creator is still writing it), None
+    when there is no claim or its process is gone."""
     try:
-        owner = int((run / ".running").read_text() or 0)
-        if owner <= 0 or owner == os.getpid():
-            return False
+        owner = int(lock.read_text() or 0)
         os.kill(owner, 0)
     except (ValueError, ProcessLookupError, FileNotFoundError):
-        return False
+        return None
     except PermissionError:
-        return True
-    return True
+        pass
+    return owner
+
+
+def claimed_elsewhere(run: Path) -> bool:
+    """Whether another live process holds this run's claim (so this one can train something else first)."""
+    owner = _live_owner(run / ".running")
+    return owner is not None and owner != os.getpid()
 
 
 @contextlib.contextmanager
@@ -39,14 +44,9 @@ def claim(run: Path, result_path: Path, poll_seconds: float = 5.0):
             if result_path.is_file():
                 yield
                 return
-            try:
-                owner = int(lock.read_text() or 0)
-                os.kill(owner, 0)
-            except (ValueError, ProcessLookupError, FileNotFoundError):
+            if _live_owner(lock) is None:
                 lock.unlink(missing_ok=True)  # stale: its process is gone
                 continue
-            except PermissionError:
-                pass
             time.sleep(poll_seconds)
     try:
         yield
