@@ -45,7 +45,7 @@ RULES: dict[str, Rule] = {
     "f1": lambda p, lo, y, fam: calibrate_threshold(p, y, "f1"),
     "balanced": lambda p, lo, y, fam: calibrate_threshold(p, y, "balanced"),
     "escape@1%": lambda p, lo, y, fam: calibrate_threshold(p, y, "escape", target_escape=0.01),
-    "quantile-midpoint": lambda p, lo, y, fam: quantile_midpoint(lo, y),
+    "quantile-midpoint": lambda p, lo, y, fam: quantile_midpoint(lo, y, min_parts=0),  # as 13.1 ran it: q = 0.05 at any count
     "family-balanced": lambda p, lo, y, fam: _family_weighted_balanced(p, y, fam),
 }
 
@@ -98,9 +98,12 @@ def choose_rule(records: list[dict]) -> tuple[str, dict[str, dict[str, float]]]:
     return min(tied, key=lambda n: mean[n]["escape_rate"]), mean
 
 
-def calibrate_draws(test: dict, per_class: int = 25, draws: int = 5, mode: str = "balanced") -> list[dict[str, float]]:
+def calibrate_draws(test: dict, per_class: int = 25, draws: int = 5, mode: str = "balanced",
+                    min_parts: int | str | None = None) -> list[dict[str, float]]:
     """`ceod calibrate`'s refit on `per_class` labelled parts of each class drawn from the test
-    fold, read on the rest of the fold beside the best threshold on that rest."""
+    fold, read on the rest of the fold beside the best threshold on that rest. `min_parts` (mode
+    quantile): each class's cut at least that many parts from its end, "median" for q = 0.5;
+    None: as `ceod calibrate` ships."""
     p, lo, y, fam = _arrays(test)
     out = []
     for draw in range(draws):
@@ -108,7 +111,14 @@ def calibrate_draws(test: dict, per_class: int = 25, draws: int = 5, mode: str =
         picked = np.concatenate([rng.choice(np.flatnonzero(y == c), per_class, replace=False) for c in (0, 1)])
         rest = np.ones(len(p), bool)
         rest[picked] = False
-        t = calibrate_threshold(p[picked], y[picked], mode)
+        clipped = np.clip(p[picked], 1e-12, 1 - 1e-12)  # the log-odds `ceod calibrate` reads off P(def)
+        logit = np.log(clipped) - np.log1p(-clipped)
+        if min_parts is None:
+            t = calibrate_threshold(p[picked], y[picked], mode)
+        elif min_parts == "median":
+            t = quantile_midpoint(logit, y[picked], q=0.5)
+        else:
+            t = quantile_midpoint(logit, y[picked], min_parts=int(min_parts))
         point = operating_point(p[rest], y[rest], t)
         best = _best_balanced_accuracy(lo[rest], y[rest])
         out.append({"draw": draw, "threshold": t, "balanced_accuracy": point["balanced_accuracy"],
@@ -134,7 +144,7 @@ def analyse(records: list[dict]) -> dict:
                      "val_families": _families(vfam, vy),
                      "test_best_balanced_accuracy": best, "rules": rules, "chosen_operating_point": shipped,
                      "calibrate": calibrate_draws(r["splits"]["test"]),
-                     "calibrate_quantile": calibrate_draws(r["splits"]["test"], mode="quantile")})
+                     "calibrate_quantile": calibrate_draws(r["splits"]["test"], mode="quantile", min_parts=0)})
     return {"chosen_rule": chosen, "choice_on_validation": choice_table, "runs": runs}
 
 
@@ -213,7 +223,8 @@ def _markdown(result: dict) -> str:
                  f"{s['false_reject_rate']:.3f}{ci(s['false_reject_rate_ci95'])} | {esc[0]} | {esc[1]} |")
     L += ["", "## `ceod calibrate` with 25 labelled parts per class of the test fold (5 draws)", "",
           "`balanced`: the rule these runs' thresholds were fitted with (the casting-cv preset); `quantile`: "
-          "the packaged `threshold.mode`, which `ceod calibrate` uses by default on a model exported with it.", "",
+          "the packaged `threshold.mode` as 13.6 measured it (q = 0.05 at any count; since 13.7 `ceod calibrate` reads "
+          "each cut at least 5 parts in: calibrate-floor/results.md).", "",
           "| variant | fold | best threshold on the rest | balanced: bacc on the rest (mean, min) | worst gap | "
           "quantile: bacc on the rest (mean, min) | mean gap | worst gap | escapes (mean) |",
           "|---|---|---|---|---|---|---|---|---|"]
@@ -231,6 +242,80 @@ def _markdown(result: dict) -> str:
     if result.get("cross_fitted"):
         L += _cross_fitted_markdown(result["cross_fitted"])
     return "\n".join(L) + "\n"
+
+
+FLOOR_CANDIDATES: tuple[int | str, ...] = (1, 3, 5, "median")  # results 13.7: parts each side of the cut
+
+
+def _mean_gaps(split: dict, floor: int | str) -> tuple[float, float]:
+    gaps = [d["best_on_rest"] - d["balanced_accuracy"] for d in calibrate_draws(split, mode="quantile", min_parts=floor)]
+    return float(np.mean(gaps)), float(np.max(gaps))
+
+
+def choose_calibrate_floor(records: list[dict], confirm: list[dict] = ()) -> dict:
+    """Results 13.7's rule: `ceod calibrate`'s 25-part refit simulated on each run's validation
+    carve (read on the rest of the carve) for every floor; the smallest mean gap wins, ties within
+    0.002 to the smaller mean worst-draw gap, then the smaller floor. Test folds (the records' and
+    `confirm`'s, runs scored after the rule was written) are read after, never choosing."""
+    runs = [{"variant": r["variant"], "fold": r["fold"], "seed": r.get("seed", r["fold"]), "source": r.get("source", ""),
+             "val": {str(k): _mean_gaps(r["splits"]["val"], k) for k in FLOOR_CANDIDATES},
+             "test": {str(k): _mean_gaps(r["splits"]["test"], k) for k in FLOOR_CANDIDATES}} for r in records]
+    mean = {str(k): tuple(float(np.mean([run["val"][str(k)][i] for run in runs])) for i in (0, 1))
+            for k in FLOOR_CANDIDATES}
+    top = min(v[0] for v in mean.values())
+    tied = [str(k) for k in FLOOR_CANDIDATES if mean[str(k)][0] <= top + 0.002]
+    chosen = min(tied, key=lambda k: (mean[k][1], tied.index(k)))
+    confirmed = [{"variant": r["variant"], "fold": r["fold"], "seed": r.get("seed", r["fold"]), "source": r.get("source", ""),
+                  "test": {str(k): _mean_gaps(r["splits"]["test"], k) for k in FLOOR_CANDIDATES}} for r in confirm]
+    return {"chosen": chosen, "mean_on_validation": mean, "runs": runs, "confirm": confirmed}
+
+
+def _floor_markdown(result: dict) -> str:
+    keys = [str(k) for k in FLOOR_CANDIDATES]
+    L = ["# `ceod calibrate`'s quantile cut with a floor of k parts (results 13.7)", "",
+         "Generated by `experiments/scripts/operating_points.py --calibrate-floor`. Gap: balanced accuracy at the best "
+         "threshold on the rest minus at the refit threshold, 25 parts a class drawn (5 seeded draws); mean over "
+         "draws (worst draw).", "",
+         "## The choice: validation carves only", "",
+         "| k | mean gap | mean worst-draw gap |", "|---|---|---|"]
+    for k in keys:
+        v = result["mean_on_validation"][k]
+        L.append(f"| {'**' + k + '**' if k == result['chosen'] else k} | {v[0]:.4f} | {v[1]:.4f} |")
+    L += ["", f"Chosen: **k = {result['chosen']}**.", "",
+          "## Per run: validation carve, then the test fold (read after the choice)", "",
+          "| scores | variant | fold | seed | " + " | ".join(f"val k={k}" for k in keys) + " | "
+          + " | ".join(f"test k={k}" for k in keys) + " |", "|---|---|---|---|" + "---|" * (2 * len(keys))]
+
+    def cell(pair):
+        return f"{pair[0]:.3f} ({pair[1]:.3f})"
+
+    for run in result["runs"]:
+        L.append(f"| {run['source']} | {run['variant']} | {run['fold']} | {run['seed']} | "
+                 + " | ".join(cell(run["val"][k]) for k in keys)
+                 + " | " + " | ".join(cell(run["test"][k]) for k in keys) + " |")
+    if result["confirm"]:
+        L += ["", "## Runs scored after the rule was written: test folds", "",
+              "| variant | fold | seed | " + " | ".join(f"test k={k}" for k in keys) + " |", "|---|---|---|" + "---|" * len(keys)]
+        for run in result["confirm"]:
+            L.append(f"| {run['variant']} | {run['fold']} | {run['seed']} | " + " | ".join(cell(run["test"][k]) for k in keys) + " |")
+    for name, rows in (("the choice's runs", result["runs"]), ("the runs scored after", result["confirm"])):
+        if rows:
+            within = {k: sum(r["test"][k][0] <= 0.01 for r in rows) for k in keys}
+            L += ["", f"Test, {name}: mean gap within a point on " + ", ".join(f"{within[k]}/{len(rows)} (k={k})" for k in keys)
+                  + "; mean of mean gaps " + ", ".join(f"{np.mean([r['test'][k][0] for r in rows]):.4f}" for k in keys) + "."]
+    return "\n".join(L) + "\n"
+
+
+def write_floor_tables(score_files: list[Path], out: Path, confirm_files: list[Path] = ()) -> dict:
+    def read(f: Path) -> dict:
+        return {**json.loads(Path(f).read_text()), "source": Path(f).parent.parent.name}
+
+    result = choose_calibrate_floor([read(f) for f in score_files], [read(f) for f in confirm_files])
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(result, indent=1))
+    (out / "results.md").write_text(_floor_markdown(result))
+    print(_floor_markdown(result))
+    return result
 
 
 def write_tables(score_files: list[Path], out: Path, cross_fitted_files: list[Path] = ()) -> dict:

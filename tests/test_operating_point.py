@@ -48,6 +48,20 @@ def test_the_quantile_rule_sits_between_the_clouds_and_a_few_odd_parts_barely_mo
     assert calibrate_threshold(scores[:300], labels[:300], "quantile") == 0.5  # one class: no midpoint
 
 
+def test_with_25_parts_a_class_two_odd_defects_do_not_pull_the_quantile_cut_down():
+    """`ceod calibrate` on a first shift's 25 checked parts a class: the cut reads the 5th part of
+    each side, not the 2nd, so two low defects (results 13.6's fold 1) leave it between the clouds."""
+    rng = np.random.default_rng(7)
+    labels = np.r_[np.zeros(25), np.ones(25)].astype(int)
+    log_odds = np.r_[rng.normal(-4, 1, 25), rng.normal(8, 1, 25)]
+    log_odds[25:27] = [-6.0, -5.0]  # two defects the model calls good
+    t = calibrate_threshold(1 / (1 + np.exp(-log_odds)), labels, "quantile")
+    cut = np.log(t / (1 - t))
+    assert log_odds[:25].max() < cut < np.sort(log_odds[27:]).min()
+    # the plain 5 % quantiles on the same parts: the second-lowest defect drags the cut among the good parts
+    plain = (np.quantile(log_odds[25:], 0.05) + np.quantile(log_odds[:25], 0.95)) / 2
+    assert plain < log_odds[:25].max()
+
 
 def test_thresholds_from_out_of_fold_scores_are_read_on_the_outer_models_test_fold():
     """Results 13.4's table: each rule fitted on the carve and on the pooled out-of-fold scores,
@@ -183,3 +197,25 @@ def test_calibrate_refuses_in_one_line_when_a_class_has_too_few_parts(exported, 
     bad.write_text("path,label\nds/nowhere.png,ok\n")
     r = run_ceod_on_a_line_pc(["calibrate", "--model", exported["classifier"], "--labels", bad, "--out", out])
     assert r.returncode == 2 and "line 2" in r.stderr and "not found" in r.stderr
+
+
+def test_calibrate_floor_is_chosen_on_validation_carves_and_test_scores_cannot_move_it():
+    """Results 13.7's rule: the floor with the smallest mean gap on the carves wins; whatever the
+    test folds hold, the choice stays."""
+    from ceod.experiments.operating import FLOOR_CANDIDATES, choose_calibrate_floor
+
+    def split(seed, odd):
+        rng = np.random.default_rng(seed)
+        log_odds = np.r_[rng.normal(-4, 1.5, 150), rng.normal(6, 1.5, 150)]
+        log_odds[150:150 + odd] = rng.normal(-5, 1, odd)  # defects the model calls good
+        return {"p_def": (1 / (1 + np.exp(-log_odds))).tolist(), "log_odds": log_odds.tolist(),
+                "label": [0] * 150 + [1] * 150, "family": [str(i % 7) for i in range(300)]}
+
+    records = [{"variant": "ce", "fold": f, "splits": {"val": split(f, 6), "test": split(10 + f, 0)}} for f in (0, 1)]
+    result = choose_calibrate_floor(records)
+    mean = result["mean_on_validation"]
+    assert result["chosen"] in {str(k) for k in FLOOR_CANDIDATES}
+    assert mean[result["chosen"]][0] <= min(v[0] for v in mean.values()) + 0.002
+    assert mean["1"][0] > mean["5"][0]  # six odd defects among 150: two in a 25-part draw sink the 5 % cut
+    other_tests = [{**r, "splits": {"val": r["splits"]["val"], "test": split(20 + r["fold"], 12)}} for r in records]
+    assert choose_calibrate_floor(other_tests)["chosen"] == result["chosen"]

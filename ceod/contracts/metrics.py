@@ -75,15 +75,21 @@ def threshold_sweep(scores: np.ndarray, labels: np.ndarray) -> dict[str, np.ndar
 
 THRESHOLD_MODES = ("f1", "balanced", "recall", "escape", "quantile")
 QUANTILE = 0.05  # mode quantile: the share of each class's parts allowed to lie beyond its quantile
+QUANTILE_MIN_PARTS = 5  # ... and never fewer parts than this (25 checked parts: q = 0.2, not 0.05)
 
 
-def quantile_midpoint(log_odds: np.ndarray, labels: np.ndarray, q: float = QUANTILE) -> float:
+def quantile_midpoint(log_odds: np.ndarray, labels: np.ndarray, q: float = QUANTILE,
+                      min_parts: int = QUANTILE_MIN_PARTS) -> float:
     """Half way, in log-odds, between the q-quantile of the defects and the (1-q)-quantile of the
     good parts, as P(def): a few odd parts of either class move it little, where a best-accuracy
-    point sits on whichever part happens to lie at the edge (docs/results.md section 13)."""
+    point sits on whichever part happens to lie at the edge. Each class's q is at least
+    min_parts / its count, so that with few parts (`ceod calibrate`'s 25 a class) the cut reads
+    several parts, not the second-lowest defect (docs/results.md sections 13.6-13.7)."""
     labels = np.asarray(labels).astype(bool)
     log_odds = np.asarray(log_odds, np.float64)
-    mid = (np.quantile(log_odds[labels], q) + np.quantile(log_odds[~labels], 1 - q)) / 2
+    q_def = min(0.5, max(q, min_parts / max(int(labels.sum()), 1)))
+    q_ok = min(0.5, max(q, min_parts / max(int((~labels).sum()), 1)))
+    mid = (np.quantile(log_odds[labels], q_def) + np.quantile(log_odds[~labels], 1 - q_ok)) / 2
     return float(1 / (1 + np.exp(-mid)))
 
 

@@ -15,6 +15,9 @@ on the test fold; and `ceod calibrate`'s rule fitted on 50 labelled test parts (
     python experiments/scripts/operating_points.py --casting ../shared/data/casting --out runs/op \
         --cross-fit --variants ce --folds 0
     python experiments/scripts/operating_points.py --out runs/op --analyse docs/experiments/operating-point
+    python experiments/scripts/operating_points.py --out docs/experiments/operating-point \
+        --also docs/experiments/consistency-screen/operating-point/scores \
+        --calibrate-floor docs/experiments/calibrate-floor [--confirm runs/op2/scores]
 """
 
 from __future__ import annotations
@@ -114,7 +117,18 @@ def main() -> None:
                     "inner runs in (a second process with another order shares the work)")
     ap.add_argument("--analyse", type=Path, metavar="DIR", help="write the tables from OUT/scores into DIR "
                     "(and, where OUT/scores-xfit has them, the thresholds fitted on out-of-fold scores)")
+    ap.add_argument("--calibrate-floor", type=Path, metavar="DIR", help="results 13.7: choose `ceod calibrate`'s "
+                    "quantile floor on the validation carves of OUT/scores (and of --also DIRs), tables into DIR")
+    ap.add_argument("--also", type=Path, nargs="*", default=[], metavar="SCORES", help="with --calibrate-floor: more "
+                    "score folders the choice reads")
+    ap.add_argument("--confirm", type=Path, metavar="SCORES", help="with --calibrate-floor: score folder of runs "
+                    "scored after the rule, read on test only")
     a = ap.parse_args()
+    if a.calibrate_floor:
+        from ceod.experiments.operating import write_floor_tables
+        chosen_on = [f for d in [a.out / "scores", *a.also] for f in sorted(d.glob("*.json"))]
+        write_floor_tables(chosen_on, a.calibrate_floor, sorted(a.confirm.glob("*.json")) if a.confirm else [])
+        return
     if a.analyse:
         from ceod.experiments.operating import write_tables
         write_tables(sorted((a.out / "scores").glob("*.json")), a.analyse,
