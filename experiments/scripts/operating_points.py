@@ -29,9 +29,9 @@ from pathlib import Path
 import numpy as np
 
 
-def _scores(run: Path, spec, fold: int, splits: tuple[str, ...]) -> tuple[dict, dict[str, dict]]:
+def _scores(run: Path, spec, seed: int, splits: tuple[str, ...]) -> tuple[dict, dict[str, dict]]:
     """A finished run's P(def), log-odds, label and family on its validation carve ("val") and/or
-    its test split ("test")."""
+    its test split ("test"); seed: the run's (its fold, seed mod k, and its carve's draw)."""
     from ceod.classifier.inference import load_classifier, predict
     from ceod.contracts.model import class_names
     from ceod.data.loading import load_split
@@ -39,9 +39,9 @@ def _scores(run: Path, spec, fold: int, splits: tuple[str, ...]) -> tuple[dict, 
     from ceod.data.splits import train_val
 
     model, cfg, meta = load_classifier(run)
-    manifest = read_manifest(spec.data, spec.split_column_for(fold), classes=class_names(meta))
+    manifest = read_manifest(spec.data, spec.split_column_for(seed), classes=class_names(meta))
     rows_of = {"test": lambda: manifest.split("test"),
-               "val": lambda: train_val(manifest, cfg.train_split, cfg.val_split, cfg.val_fraction, None, fold,
+               "val": lambda: train_val(manifest, cfg.train_split, cfg.val_split, cfg.val_fraction, None, seed,
                                         cfg.max_val_images)[1]}
     out = {}
     for name in splits:
@@ -55,23 +55,27 @@ def _scores(run: Path, spec, fold: int, splits: tuple[str, ...]) -> tuple[dict, 
     return meta, out
 
 
-def dump_scores(casting: Path, out: Path, variants: list[str], folds: list[int]) -> None:
+def dump_scores(casting: Path, out: Path, variants: list[str], seeds: list[int]) -> None:
+    """Seed s is fold s mod 3 (seeds 0-2 the folds, 3-5 a second run of each: results 14.12)."""
     from ceod.experiments.datasets import make_folds, presets
     from ceod.experiments.runner import run_one
 
     spec = presets(out, casting)["casting-cv"]
     make_folds(casting, spec.data, spec.folds)
     (out / "scores").mkdir(parents=True, exist_ok=True)
-    for fold in folds:
+    for seed in seeds:
+        fold = seed % spec.folds
         for variant in variants:
-            path = out / "scores" / f"{variant}-fold{fold}.json"
+            name = f"{variant}-fold{fold}" + (f"-seed{seed}" if seed != fold else "")
+            path = out / "scores" / f"{name}.json"
             if path.is_file():
                 continue
-            result = run_one(spec, variant, fold, out, None)
-            meta, splits = _scores(out / spec.name / f"{variant}-seed{fold}", spec, fold, ("val", "test"))
-            path.write_text(json.dumps({"variant": variant, "fold": fold, "shipped_threshold": meta["threshold"],
+            result = run_one(spec, variant, seed, out, None)
+            meta, splits = _scores(out / spec.name / f"{variant}-seed{seed}", spec, seed, ("val", "test"))
+            path.write_text(json.dumps({"variant": variant, "fold": fold, "seed": seed,
+                                        "shipped_threshold": meta["threshold"],
                                         "train_seconds": result["train_seconds"], "splits": splits}))
-            print(f"[operating points] {variant} fold {fold}: scores written", flush=True)
+            print(f"[operating points] {name}: scores written", flush=True)
 
 
 def dump_cross_fitted(casting: Path, out: Path, variants: list[str], folds: list[int], k: int = 3,
@@ -110,7 +114,8 @@ def main() -> None:
     ap.add_argument("--casting", type=Path)
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--variants", default="ce,default")
-    ap.add_argument("--folds", default="0,1,2")
+    ap.add_argument("--folds", default="0,1,2", help="the casting-cv seeds to score: seed s runs fold s mod 3 "
+                    "(3-5: the second runs of results 14.12)")
     ap.add_argument("--cross-fit", action="store_true", help="results 13.4: out-of-fold scores of every training "
                     "row from 3 inner runs per fold (OUT/scores-xfit)")
     ap.add_argument("--inner-order", default="0,1,2", help="with --cross-fit: the order this process trains the "
