@@ -308,7 +308,7 @@ def _floor_markdown(result: dict) -> str:
 
 def write_floor_tables(score_files: list[Path], out: Path, confirm_files: list[Path] = ()) -> dict:
     def read(f: Path) -> dict:
-        return {**json.loads(Path(f).read_text()), "source": Path(f).parent.parent.name}
+        return {**json.loads(Path(f).read_text()), "source": str(Path(f).parent.parent).split("docs/experiments/")[-1]}
 
     result = choose_calibrate_floor([read(f) for f in score_files], [read(f) for f in confirm_files])
     out.mkdir(parents=True, exist_ok=True)
