@@ -15,8 +15,8 @@ from typing import Callable
 
 import numpy as np
 
-from ceod.contracts.metrics import (calibrate_threshold, operating_point, operating_points, quantile_midpoint,
-                                   threshold_sweep)
+from ceod.contracts.metrics import (QUANTILE, calibrate_threshold, operating_point, operating_points, quantile_midpoint,
+                                   score_log_odds, threshold_sweep)
 
 Rule = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], float]
 
@@ -98,12 +98,11 @@ def choose_rule(records: list[dict]) -> tuple[str, dict[str, dict[str, float]]]:
     return min(tied, key=lambda n: mean[n]["escape_rate"]), mean
 
 
-def calibrate_draws(test: dict, per_class: int = 25, draws: int = 5, mode: str = "balanced",
-                    min_parts: int | str | None = None) -> list[dict[str, float]]:
-    """`ceod calibrate`'s refit on `per_class` labelled parts of each class drawn from the test
-    fold, read on the rest of the fold beside the best threshold on that rest. `min_parts` (mode
-    quantile): each class's cut at least that many parts from its end, "median" for q = 0.5;
-    None: as `ceod calibrate` ships."""
+def calibrate_draws(test: dict, fit: Callable[[np.ndarray, np.ndarray], float], per_class: int = 25,
+                    draws: int = 5) -> list[dict[str, float]]:
+    """`ceod calibrate`'s refit (`fit`: P(def), labels -> threshold) on `per_class` labelled parts
+    of each class drawn from the test fold, read on the rest of the fold beside the best threshold
+    on that rest."""
     p, lo, y, fam = _arrays(test)
     out = []
     for draw in range(draws):
@@ -111,14 +110,7 @@ def calibrate_draws(test: dict, per_class: int = 25, draws: int = 5, mode: str =
         picked = np.concatenate([rng.choice(np.flatnonzero(y == c), per_class, replace=False) for c in (0, 1)])
         rest = np.ones(len(p), bool)
         rest[picked] = False
-        clipped = np.clip(p[picked], 1e-12, 1 - 1e-12)  # the log-odds `ceod calibrate` reads off P(def)
-        logit = np.log(clipped) - np.log1p(-clipped)
-        if min_parts is None:
-            t = calibrate_threshold(p[picked], y[picked], mode)
-        elif min_parts == "median":
-            t = quantile_midpoint(logit, y[picked], q=0.5)
-        else:
-            t = quantile_midpoint(logit, y[picked], min_parts=int(min_parts))
+        t = fit(p[picked], y[picked])
         point = operating_point(p[rest], y[rest], t)
         best = _best_balanced_accuracy(lo[rest], y[rest])
         out.append({"draw": draw, "threshold": t, "balanced_accuracy": point["balanced_accuracy"],
@@ -143,8 +135,8 @@ def analyse(records: list[dict]) -> dict:
                      "val_parts": {"ok": int((vy == 0).sum()), "def": int((vy == 1).sum())},
                      "val_families": _families(vfam, vy),
                      "test_best_balanced_accuracy": best, "rules": rules, "chosen_operating_point": shipped,
-                     "calibrate": calibrate_draws(r["splits"]["test"]),
-                     "calibrate_quantile": calibrate_draws(r["splits"]["test"], mode="quantile", min_parts=0)})
+                     "calibrate": calibrate_draws(r["splits"]["test"], lambda p, y: calibrate_threshold(p, y, "balanced")),
+                     "calibrate_quantile": calibrate_draws(r["splits"]["test"], _quantile_fit(0))})
     return {"chosen_rule": chosen, "choice_on_validation": choice_table, "runs": runs}
 
 
@@ -244,12 +236,26 @@ def _markdown(result: dict) -> str:
     return "\n".join(L) + "\n"
 
 
-FLOOR_CANDIDATES: tuple[int | str, ...] = (1, 3, 5, "median")  # results 13.7: parts each side of the cut
+def _quantile_fit(min_parts: int, q: float = QUANTILE) -> Callable[[np.ndarray, np.ndarray], float]:
+    """The `quantile` rule with a floor of `min_parts` parts each side (0: q at any count, as 13.1-13.6 ran it)."""
+    return lambda p, y: quantile_midpoint(score_log_odds(p), y, q=q, min_parts=min_parts)
 
 
-def _mean_gaps(split: dict, floor: int | str) -> tuple[float, float]:
-    gaps = [d["best_on_rest"] - d["balanced_accuracy"] for d in calibrate_draws(split, mode="quantile", min_parts=floor)]
+# results 13.7: the floor's candidates, parts each side of the cut (median: q = 0.5)
+FLOOR_CANDIDATES: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
+    "1": _quantile_fit(1), "3": _quantile_fit(3), "5": _quantile_fit(5), "median": _quantile_fit(0, q=0.5)}
+
+
+def _mean_gaps(split: dict, fit: Callable[[np.ndarray, np.ndarray], float]) -> tuple[float, float]:
+    gaps = [d["best_on_rest"] - d["balanced_accuracy"] for d in calibrate_draws(split, fit)]
     return float(np.mean(gaps)), float(np.max(gaps))
+
+
+def _floor_row(record: dict, splits: tuple[str, ...]) -> dict:
+    return {"variant": record["variant"], "fold": record["fold"], "seed": record.get("seed", record["fold"]),
+            "source": record.get("source", ""),
+            **{name: {k: _mean_gaps(record["splits"][name], fit) for k, fit in FLOOR_CANDIDATES.items()}
+               for name in splits}}
 
 
 def choose_calibrate_floor(records: list[dict], confirm: list[dict] = ()) -> dict:
@@ -257,21 +263,17 @@ def choose_calibrate_floor(records: list[dict], confirm: list[dict] = ()) -> dic
     carve (read on the rest of the carve) for every floor; the smallest mean gap wins, ties within
     0.002 to the smaller mean worst-draw gap, then the smaller floor. Test folds (the records' and
     `confirm`'s, runs scored after the rule was written) are read after, never choosing."""
-    runs = [{"variant": r["variant"], "fold": r["fold"], "seed": r.get("seed", r["fold"]), "source": r.get("source", ""),
-             "val": {str(k): _mean_gaps(r["splits"]["val"], k) for k in FLOOR_CANDIDATES},
-             "test": {str(k): _mean_gaps(r["splits"]["test"], k) for k in FLOOR_CANDIDATES}} for r in records]
-    mean = {str(k): tuple(float(np.mean([run["val"][str(k)][i] for run in runs])) for i in (0, 1))
-            for k in FLOOR_CANDIDATES}
+    runs = [_floor_row(r, ("val", "test")) for r in records]
+    mean = {k: tuple(float(np.mean([run["val"][k][i] for run in runs])) for i in (0, 1)) for k in FLOOR_CANDIDATES}
     top = min(v[0] for v in mean.values())
-    tied = [str(k) for k in FLOOR_CANDIDATES if mean[str(k)][0] <= top + 0.002]
+    tied = [k for k in FLOOR_CANDIDATES if mean[k][0] <= top + 0.002]
     chosen = min(tied, key=lambda k: (mean[k][1], tied.index(k)))
-    confirmed = [{"variant": r["variant"], "fold": r["fold"], "seed": r.get("seed", r["fold"]), "source": r.get("source", ""),
-                  "test": {str(k): _mean_gaps(r["splits"]["test"], k) for k in FLOOR_CANDIDATES}} for r in confirm]
-    return {"chosen": chosen, "mean_on_validation": mean, "runs": runs, "confirm": confirmed}
+    return {"chosen": chosen, "mean_on_validation": mean, "runs": runs,
+            "confirm": [_floor_row(r, ("test",)) for r in confirm]}
 
 
 def _floor_markdown(result: dict) -> str:
-    keys = [str(k) for k in FLOOR_CANDIDATES]
+    keys = list(FLOOR_CANDIDATES)
     L = ["# `ceod calibrate`'s quantile cut with a floor of k parts (results 13.7)", "",
          "Generated by `experiments/scripts/operating_points.py --calibrate-floor`. Gap: balanced accuracy at the best "
          "threshold on the rest minus at the refit threshold, 25 parts a class drawn (5 seeded draws); mean over "

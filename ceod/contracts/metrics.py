@@ -87,10 +87,19 @@ def quantile_midpoint(log_odds: np.ndarray, labels: np.ndarray, q: float = QUANT
     several parts, not the second-lowest defect (docs/results.md sections 13.6-13.7)."""
     labels = np.asarray(labels).astype(bool)
     log_odds = np.asarray(log_odds, np.float64)
-    q_def = min(0.5, max(q, min_parts / max(int(labels.sum()), 1)))
-    q_ok = min(0.5, max(q, min_parts / max(int((~labels).sum()), 1)))
-    mid = (np.quantile(log_odds[labels], q_def) + np.quantile(log_odds[~labels], 1 - q_ok)) / 2
+
+    def share(parts: int) -> float:
+        return min(0.5, max(q, min_parts / max(parts, 1)))
+
+    mid = (np.quantile(log_odds[labels], share(int(labels.sum())))
+           + np.quantile(log_odds[~labels], 1 - share(int((~labels).sum())))) / 2
     return float(1 / (1 + np.exp(-mid)))
+
+
+def score_log_odds(scores: np.ndarray) -> np.ndarray:
+    """Log-odds of P(def), clipped 1e-12 from 0 and 1 (the float64 resolution of a saturated score)."""
+    p = np.clip(np.asarray(scores, np.float64), 1e-12, 1 - 1e-12)
+    return np.log(p) - np.log1p(-p)
 
 
 def calibrate_threshold(scores: np.ndarray, labels: np.ndarray, mode: str = "f1",
@@ -99,8 +108,7 @@ def calibrate_threshold(scores: np.ndarray, labels: np.ndarray, mode: str = "f1"
     sets whose ok/def mix differs from the line's), the highest threshold reaching target_recall,
     or `escape`: the lowest false-reject rate at an escape rate <= target_escape (the highest
     threshold that lets at most that share of these defects through), or `quantile`: the
-    quantile_midpoint of the scores' log-odds (P(def) clipped 1e-12 from 0 and 1, the float64
-    resolution of a saturated score). Ties go to the lowest threshold. One sorted sweep
+    quantile_midpoint of the scores' log-odds (score_log_odds). Ties go to the lowest threshold. One sorted sweep
     (threshold_sweep)."""
     labels = np.asarray(labels).astype(bool)
     if mode not in THRESHOLD_MODES:
@@ -110,8 +118,7 @@ def calibrate_threshold(scores: np.ndarray, labels: np.ndarray, mode: str = "f1"
     if mode == "quantile":
         if labels.all() or not labels.any():
             return 0.5
-        p = np.clip(np.asarray(scores, np.float64), 1e-12, 1 - 1e-12)
-        return quantile_midpoint(np.log(p) - np.log1p(-p), labels)
+        return quantile_midpoint(score_log_odds(scores), labels)
     sweep = threshold_sweep(scores, labels)
     if mode == "recall":
         ok = sweep["threshold"][sweep["recall"] >= target_recall] if labels.sum() else np.array([])
